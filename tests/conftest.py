@@ -16,3 +16,60 @@ os.environ["TORCH_HOME"] = os.path.join(_CACHE, "torch")
 os.environ["XDG_CACHE_HOME"] = os.path.join(_CACHE, "xdg")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 os.environ.setdefault("RAYGRID_CACHE", os.path.join(_CACHE, "raygrid"))
+
+
+# ---------------------------------------------------------------------------------------------
+# A real S3 API on loopback (moto_server), for tests of S3 storage and artifacts.
+# ---------------------------------------------------------------------------------------------
+
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """Start `moto_server` on 127.0.0.1; yields its endpoint URL. Credentials are dummies."""
+    exe = shutil.which("moto_server") or [sys.executable, "-m", "moto.server"]
+    port = _free_port()
+    cmd = ([exe] if isinstance(exe, str) else exe) + ["-H", "127.0.0.1", "-p", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url + "/moto-api/", timeout=1)
+            break
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError(f"moto_server did not start on {url}")
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture
+def s3_env(moto_server, monkeypatch):
+    """AWS/MLflow environment pointing at the moto server."""
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+        "MLFLOW_S3_ENDPOINT_URL": moto_server, "RAYGRID_S3_ENDPOINT_URL": moto_server,
+    }.items():
+        monkeypatch.setenv(key, value)
+    return moto_server

@@ -106,7 +106,7 @@ def test_shipped_layout(shipped):
     assert gpus == [0, 1, 8]
     setup = "\n".join(shipped["setup_commands"])
     for pin in ("torch==2.14.1", "torchvision==0.29.1", "ray[default,tune,train]==2.60.0",
-                "mlflow==3.17.2", "-e ~/raygrid"):
+                "mlflow==3.17.2", "-e \"$HOME/raygrid[iqa]\""):
         assert pin in setup
     assert shipped["file_mounts"]["~/raygrid"] == "."
     server = next(c for c in shipped["head_setup_commands"] if "mlflow server" in c)
