@@ -25,15 +25,14 @@ EFFECTIVE_TFLOPS = 100.0
 FORWARD_GFLOPS: dict[str, tuple[float, int]] = {
     "swinir_m": (107.113, 64 * 64),  # LR pixels; output 256×256
     "swinir_tiny": (2.139, 32 * 32),
-    "vgg16": (30.693, 224 * 224),  # torchvision features (also VGG-16-R and the DISTS stages)
-    "vgg16_r": (30.693, 224 * 224),
+    "vgg16": (30.720, 224 * 224),  # torchvision features with L2 pooling (the DISTS stages)
+    "vgg16_r": (30.720, 224 * 224),
     "resnet50": (8.174, 224 * 224),
     "convnext_tiny": (8.910, 224 * 224),
     "swin_tiny": (8.980, 224 * 224),
     "dinov2_vits14": (11.030, 224 * 224),
-    "clip_vit_b16": (22.542, 224 * 224),
-    # plain conv discriminator trunk: 4 stride-2 conv blocks, 64..512 channels (about 1/8 of VGG-16)
-    "conv": (3.8, 224 * 224),
+    "clip_vit_b16": (22.541, 224 * 224),
+    "conv": (12.299, 224 * 224),  # the plain conv discriminator trunk (raygrid.nets.discriminators)
 }
 UNKNOWN_BACKBONE = "resnet50"  # used for timm:<name> backbones the table does not list
 
