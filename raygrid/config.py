@@ -9,6 +9,7 @@ No torch here: the dry run validates every trial of the paper grid in well under
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -27,9 +28,9 @@ NonNegFloat = Annotated[float, Field(ge=0)]
 
 
 def _check_weights_spec(value: str) -> str:
-    # "pretrained" (the backbone's default pretrained weights in raygrid.weights' manifest:
+    # "imagenet" (the backbone's standard pretrained weights in raygrid.weights' manifest:
     # ImageNet for the CNNs and Swin, OpenAI for CLIP, LVD-142M for DINOv2, the fixed-seed random
-    # init for VGG-16-R), "random", "imagenet", a library's pretrained tag, or "file:PATH".
+    # init for VGG-16-R), "random", a library's pretrained tag, or "file:PATH".
     # Whether the file exists is checked by raygrid.weights before a sweep starts.
     if not value or (value.startswith("file:") and len(value) == len("file:")):
         raise ValueError("expected 'random', 'imagenet', a pretrained tag or 'file:PATH'")
@@ -110,7 +111,7 @@ class GeneratorConfig(Strict):
 
 class FidelityConfig(Strict):
     backbone: BackboneName
-    weights: WeightsSpec = "pretrained"
+    weights: WeightsSpec = "imagenet"
     alpha_beta: str = "uniform"  # uniform | dists (official file, vgg16 only) | file:PATH
 
     @field_validator("alpha_beta")
@@ -136,7 +137,7 @@ class AdversarialConfig(Strict):
     # "auto": fine-tune CNN trunks, freeze transformer trunks (projected-GAN style, as ADD does
     # with DINOv2); the paper does not say, so it is a setting.
     trunk_trainable: bool | Literal["auto"] = "auto"
-    weights: WeightsSpec = "pretrained"
+    weights: WeightsSpec = "imagenet"
     lr: Annotated[float, Field(gt=0)] = 1e-4
 
 
@@ -185,7 +186,7 @@ class SREvalConfig(Strict):
     are flagged in the analysis."""
 
     fidelity_backbones: list[BackboneName] = list(catalog.BACKBONES)
-    weights: WeightsSpec = "pretrained"
+    weights: WeightsSpec = "imagenet"
     nr_metrics: list[str] = []  # pyiqa names, e.g. musiq, maniqa, clipiqa, topiq_nr, niqe
 
 
@@ -283,8 +284,11 @@ class IQAModelConfig(Strict):
     kind: Literal["nr", "fr"] = "nr"
     backbone: BackboneName
     init: Literal["imagenet", "discriminator", "random"] = "imagenet"
-    weights: WeightsSpec = "pretrained"  # what init "imagenet" loads (the backbone's pretrained weights)
+    weights: WeightsSpec = "imagenet"  # what init "imagenet" loads (the backbone's standard pretrained weights)
     discriminator: DiscriminatorSource = DiscriminatorSource()
+    # The checkpoint whose discriminator trunk initialises the backbone (init "discriminator").
+    # Filled in by the sweep from `discriminator` (lineage via MLflow); set it to use a file directly.
+    discriminator_checkpoint: str | None = None
 
     @model_validator(mode="after")
     def _disc_trunk_exists(self) -> IQAModelConfig:
@@ -359,13 +363,18 @@ BASE_METRICS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _metric_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", name.replace("+", "_plus"))
+
+
 def reported_metrics(trainable: str, config: Strict | None = None) -> set[str]:
     names = set(BASE_METRICS[trainable])
     if trainable == "sr_gan":
         backbones = config.eval.fidelity_backbones if config is not None else list(catalog.BACKBONES)
-        names |= {f"val/dists_{b}" for b in backbones}
+        # the evaluator panel's names (raygrid.metrics.panel.metric_name)
+        names |= {f"val/{_metric_name('fidelity_' + b)}" for b in backbones}
         if config is not None:
-            names |= {f"val/{m}" for m in config.eval.nr_metrics}
+            names |= {f"val/{_metric_name(m)}" for m in config.eval.nr_metrics}
     if trainable == "iqa_finetune":
         tests = config.data.test if config is not None else list(catalog.BENCHMARKS)
         names |= {f"test/{t}/srcc" for t in tests} | {f"test/{t}/plcc" for t in tests}

@@ -433,7 +433,7 @@ def _check_transfer_sources(sweep: Sweep) -> None:
     }
     for t in transfer.trials:
         m = t.config["model"]
-        if m["init"] != "discriminator":
+        if m["init"] != "discriminator" or m["discriminator_checkpoint"]:
             continue
         src = m["discriminator"]
         disc = f"{src['head']}_{m['backbone']}"

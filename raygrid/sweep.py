@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "usual AWS environment variables or instance profile")
     p.add_argument("--tracking-uri", metavar="URI",
                    help="MLflow tracking URI (default: sqlite:///OUTPUT_DIR/mlflow.db with artifacts in OUTPUT_DIR/mlartifacts)")
+    p.add_argument("--artifact-root", metavar="PATH|s3://",
+                   help="where MLflow stores artifacts of a new experiment (default: OUTPUT_DIR/mlartifacts "
+                   "with the local store; the server's setting with --tracking-uri http://...)")
     p.add_argument("--data-root", metavar="PATH|s3://",
                    help="root of the datasets (overrides the space's data_root); demo sets build under the raygrid cache")
     p.add_argument("--weights-dir", metavar="DIR",

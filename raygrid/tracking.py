@@ -1,0 +1,352 @@
+"""MLflow: one experiment per sweep name, one parent run per sweep invocation, one child run
+per trial — written by a single process, the Tune driver (`TrialRunLogger`).
+
+Why a callback of our own rather than Ray's `MLflowLoggerCallback`: that one logs metrics at
+`training_iteration` (which restarts after a resume), makes a new run when a trial is restored
+(duplicate runs, ray-project/ray#48664) and cannot attach checkpoints. Here a trial's run is found
+again by its tags, metrics are logged at the trial's own monotonic `step`, and the final and best
+checkpoints are attached as artifacts when the trial ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from raygrid import storage
+
+TAG_SWEEP = "raygrid.sweep"
+TAG_SWEEP_RUN = "raygrid.sweep_run"
+TAG_STAGE = "raygrid.stage"
+TAG_TRIAL_ID = "raygrid.trial_id"
+TAG_TRIAL_KEY = "raygrid.trial_key"
+TAG_OUTCOME = "raygrid.outcome"  # finished | stopped | failed
+TAG_INIT_FROM = "raygrid.init_from_run"
+TAG_CKPT_BEST = "raygrid.checkpoint.best"
+TAG_CKPT_FINAL = "raygrid.checkpoint.final"
+TAG_STORAGE = "raygrid.storage"
+PARENT_TAG = "mlflow.parentRunId"
+
+# Tune's bookkeeping keys: not experiment metrics.
+_TUNE_KEYS = {
+    "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "pid", "hostname", "node_ip",
+    "time_since_restore", "iterations_since_restore", "timesteps_total", "episodes_total",
+    "timesteps_since_restore", "done", "trial_id", "experiment_id", "date", "config",
+    "checkpoint_dir_name", "should_checkpoint", "experiment_tag", "checkpoint_path", "step",
+}
+_VERSIONED = ("raygrid", "torch", "torchvision", "ray", "mlflow", "timm", "open_clip_torch", "spandrel",
+              "optuna", "numpy", "pandas", "scipy")
+
+
+def default_tracking_uri(output_dir: str) -> str:
+    return f"sqlite:///{Path(output_dir).resolve() / 'mlflow.db'}"
+
+
+def git_commit() -> str:
+    """The commit of the raygrid checkout (with '-dirty' when it has uncommitted changes)."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in _VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def provenance_tags() -> dict[str, str]:
+    tags = {"raygrid.git_commit": git_commit()}
+    tags.update({f"raygrid.version.{k}": v for k, v in package_versions().items()})
+    return tags
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config → {"fidelity.backbone": "vgg16", ...} with string values for MLflow params."""
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Experiment and sweep run
+# ---------------------------------------------------------------------------------------------
+
+
+def client(tracking_uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def ensure_experiment(tracking_uri: str, name: str, artifact_root: str | None) -> str:
+    """Create the sweep's experiment once, in the launcher (never in concurrent workers)."""
+    c = client(tracking_uri)
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if artifact_root:
+        location = artifact_root if "://" in artifact_root else Path(artifact_root).resolve().as_uri()
+        location = location.rstrip("/") + f"/{name}"
+    return c.create_experiment(name, artifact_location=location)
+
+
+def start_sweep_run(tracking_uri: str, experiment_id: str, sweep_name: str, storage_uri: str,
+                    resume: bool, extra_tags: dict[str, str] | None = None) -> tuple[str, bool]:
+    """The parent run of this invocation: on --resume, the latest unfinished one for this storage."""
+    c = client(tracking_uri)
+    if resume:
+        runs = c.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{TAG_SWEEP}` = '{sweep_name}' and tags.`{TAG_STORAGE}` = '{storage_uri}' "
+                          f"and tags.`raygrid.kind` = 'sweep'",
+            order_by=["attributes.start_time DESC"], max_results=1,
+        )
+        if runs:
+            c.update_run(runs[0].info.run_id, status="RUNNING")
+            return runs[0].info.run_id, True
+    tags = {TAG_SWEEP: sweep_name, TAG_STORAGE: storage_uri, "raygrid.kind": "sweep", **provenance_tags(),
+            **(extra_tags or {})}
+    run = c.create_run(experiment_id, run_name=f"sweep-{sweep_name}", tags=tags)
+    return run.info.run_id, False
+
+
+def end_run(tracking_uri: str, run_id: str, ok: bool) -> None:
+    client(tracking_uri).set_terminated(run_id, status="FINISHED" if ok else "FAILED")
+
+
+# ---------------------------------------------------------------------------------------------
+# The Tune callback: one child run per trial
+# ---------------------------------------------------------------------------------------------
+
+
+def _tune_callback_base():
+    from ray.tune import Callback
+
+    return Callback
+
+
+class TrialRunLogger(_tune_callback_base()):
+    """Logs every trial of a stage as a child run of the sweep run.
+
+    `stage_info` carries what the callback cannot see in a result: the stage's scheduler metric
+    and mode (for the best checkpoint) and its step budget (to tell early stops from finishes).
+    """
+
+    def __init__(self, tracking_uri: str, experiment_id: str, sweep_run_id: str, sweep_name: str,
+                 stage: str, metric: str, mode: str, budget_steps: int, storage_uri: str,
+                 endpoint_url: str | None = None, telemetry: bool = True,
+                 points: list[dict[str, Any]] | None = None):
+        self.tracking_uri, self.experiment_id = tracking_uri, experiment_id
+        self.sweep_run_id, self.sweep_name, self.stage = sweep_run_id, sweep_name, stage
+        self.metric, self.mode, self.budget_steps = metric, mode, budget_steps
+        self.storage_uri, self.endpoint_url = storage_uri, endpoint_url
+        self.telemetry = telemetry
+        self.points = points  # grid points of an Optuna stage (to resolve a sampled trial's config)
+        # trial_id -> {"run_id", "last_step", "best", "best_path", "last_path", "retries"}
+        self._trials: dict[str, dict[str, Any]] = {}
+        self._client = None
+        self._gauge = None
+
+    # Tune pickles callbacks with the experiment state; keep the client out of it.
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_client"] = None
+        state["_gauge"] = None
+        return state
+
+    def get_state(self) -> dict[str, Any]:
+        return {"trials": self._trials}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._trials = state.get("trials", {})
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = client(self.tracking_uri)
+        return self._client
+
+    # -- run lookup ---------------------------------------------------------------------------
+
+    def _info(self, trial) -> dict[str, Any]:
+        info = self._trials.get(trial.trial_id)
+        if info is None:
+            info = self._trials[trial.trial_id] = {"run_id": None, "last_step": -1, "best": None,
+                                                    "best_path": None, "last_path": None, "retries": 0}
+        if info["run_id"] is None:
+            info["run_id"], info["last_step"] = self._find_or_create_run(trial)
+        return info
+
+    def _find_or_create_run(self, trial) -> tuple[str, int]:
+        if "search" in trial.config:
+            from raygrid.tuning import _apply_search
+
+            spec = _apply_search(trial.config["search"], self.points, self.stage)
+        else:
+            spec = trial.config["spec"]
+        meta = spec["meta"]
+        existing = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{TAG_SWEEP_RUN}` = '{self.sweep_run_id}' and tags.`{TAG_TRIAL_ID}` = '{trial.trial_id}'",
+            max_results=1,
+        )
+        if existing:  # a resumed or retried trial: continue its run
+            run = existing[0]
+            self.client.update_run(run.info.run_id, status="RUNNING")
+            last = run.data.metrics.get("progress/step", -1)
+            return run.info.run_id, int(last)
+        tags = {
+            PARENT_TAG: self.sweep_run_id, TAG_SWEEP_RUN: self.sweep_run_id, TAG_SWEEP: self.sweep_name,
+            TAG_STAGE: self.stage, TAG_TRIAL_ID: trial.trial_id, TAG_TRIAL_KEY: meta["trial_key"],
+            "raygrid.trainable": spec["trial"]["trainable"], "raygrid.point": json.dumps(meta["point"]),
+            **provenance_tags(),
+        }
+        if meta.get("init_from_run"):
+            tags[TAG_INIT_FROM] = meta["init_from_run"]
+        name = f"{self.stage}-{trial.trial_id}-" + "-".join(str(v) for v in meta["point"].values())
+        run = self.client.create_run(self.experiment_id, run_name=name[:250], tags=tags)
+        from mlflow.entities import Param
+
+        params = [Param(k, v[:6000]) for k, v in flatten(spec["trial"]).items()]
+        for i in range(0, len(params), 100):
+            self.client.log_batch(run.info.run_id, params=params[i:i + 100])
+        return run.info.run_id, -1
+
+    # -- Tune events --------------------------------------------------------------------------
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._info(trial)
+        self._publish_counts(trials)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        from mlflow.entities import Metric
+
+        rec = self._info(trial)
+        step = int(result.get("step", result.get("training_iteration", 0)))
+        if result.get("checkpoint_path"):
+            rec["last_path"] = result["checkpoint_path"]
+            value = result.get(self.metric)
+            if value is not None and (rec["best"] is None or (value > rec["best"] if self.mode == "max" else value < rec["best"])):
+                rec["best"], rec["best_path"] = float(value), result["checkpoint_path"]
+        if step <= rec["last_step"]:
+            return  # already logged before a restart
+        ts = int(result.get("timestamp", 0) * 1000)
+        metrics = [Metric(k, float(v), ts, step) for k, v in result.items()
+                   if k not in _TUNE_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)]
+        metrics.append(Metric("progress/step", float(step), ts, step))
+        for i in range(0, len(metrics), 500):
+            self.client.log_batch(rec["run_id"], metrics=metrics[i:i + 500])
+        rec["last_step"] = step
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        rec = self._info(trial)
+        rec["retries"] += 1
+        self.client.set_tag(rec["run_id"], "raygrid.retries", str(rec["retries"]))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        rec = self._info(trial)
+        outcome = "finished" if rec["last_step"] >= self.budget_steps else "stopped"
+        self._finish(trial, rec, outcome, "FINISHED")
+        self._publish_counts(trials)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        rec = self._info(trial)
+        error_file = getattr(trial, "error_file", None)
+        if error_file and os.path.exists(error_file):
+            text = Path(error_file).read_text()[-4000:]
+            self.client.set_tag(rec["run_id"], "raygrid.error", text)
+        self._finish(trial, rec, "failed", "FAILED")
+        self._publish_counts(trials)
+
+    def _finish(self, trial, rec: dict[str, Any], outcome: str, status: str) -> None:
+        self.client.set_tag(rec["run_id"], TAG_OUTCOME, outcome)
+        if rec["best"] is not None:  # the value the best checkpoint was chosen by (transfer lineage)
+            self.client.set_tag(rec["run_id"], f"raygrid.best.{self.metric}", repr(rec["best"]))
+        for which, path in (("best", rec["best_path"]), ("final", rec["last_path"])):
+            if path:
+                self._attach_checkpoint(rec["run_id"], which, path)
+        self.client.set_terminated(rec["run_id"], status=status)
+
+    def _attach_checkpoint(self, run_id: str, which: str, path: str) -> None:
+        """Log the model weights (not optimiser state) of a checkpoint as artifacts, and tag the
+        full checkpoint's storage location (needed to resume or to initialise transfer runs)."""
+        import torch
+
+        fs, _ = storage.filesystem(self.storage_uri, self.endpoint_url)
+        uri = f"s3://{path}" if storage.is_s3(self.storage_uri) else path
+        self.client.set_tag(run_id, TAG_CKPT_BEST if which == "best" else TAG_CKPT_FINAL, uri)
+        try:
+            with tempfile.TemporaryDirectory(prefix="raygrid-art-") as tmp:
+                local = Path(storage.fetch(path, tmp, fs=fs))
+                state = torch.load(local / "state.pt", map_location="cpu", weights_only=False)
+                model = {k: v for k, v in state.items() if not k.startswith("opt") and k != "rng"}
+                out = Path(tmp) / "export"
+                out.mkdir()
+                torch.save(model, out / "model.pt")
+                if (local / "meta.json").exists():
+                    (out / "meta.json").write_text((local / "meta.json").read_text())
+                self.client.log_artifacts(run_id, str(out), f"checkpoints/{which}")
+        except FileNotFoundError as e:  # pruned by num_to_keep: the tag still says where it was
+            self.client.set_tag(run_id, f"raygrid.checkpoint.{which}_missing", str(e)[:500])
+
+    def _publish_counts(self, trials) -> None:
+        if not self.telemetry:
+            return
+        if self._gauge is None:
+            from raygrid.telemetry import SweepTelemetry
+
+            self._gauge = SweepTelemetry(self.sweep_name)
+        counts = {"running": 0, "finished": 0, "stopped": 0, "failed": 0}
+        for t in trials:
+            rec = self._trials.get(t.trial_id, {})
+            if t.status == "RUNNING":
+                counts["running"] += 1
+            elif t.status == "ERROR":
+                counts["failed"] += 1
+            elif t.status == "TERMINATED":
+                counts["finished" if rec.get("last_step", -1) >= self.budget_steps else "stopped"] += 1
+        self._gauge.set_counts(self.stage, counts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading back
+# ---------------------------------------------------------------------------------------------
+
+
+def search_trial_runs(tracking_uri: str, experiment_name: str, stage: str | None = None,
+                      sweep_run_id: str | None = None, extra_filter: str = ""):
+    """Trial runs of an experiment as a pandas DataFrame (params come back as strings)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    parts = [f"tags.`{TAG_TRIAL_ID}` != ''"]
+    if stage:
+        parts.append(f"tags.`{TAG_STAGE}` = '{stage}'")
+    if sweep_run_id:
+        parts.append(f"tags.`{TAG_SWEEP_RUN}` = '{sweep_run_id}'")
+    if extra_filter:
+        parts.append(extra_filter)
+    return mlflow.search_runs(experiment_names=[experiment_name], filter_string=" and ".join(parts),
+                              max_results=100000, output_format="pandas")

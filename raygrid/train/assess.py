@@ -1,0 +1,127 @@
+"""assess: a fidelity measure used as an FR-IQA model, scored against human ratings.
+
+Optionally α/β are first fitted (on another benchmark, or on this benchmark's train split, in
+which case SRCC is measured on its test split). Reports SRCC/PLCC/KRCC with bootstrap intervals;
+the sign convention is quality = −distance against higher-is-better scores, so a good measure has
+positive SRCC.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from raygrid.config import AssessConfig
+from raygrid.train import loop
+
+
+def benchmark_table(name: str, data_root: str, seed: int, endpoint_url: str | None = None):
+    from raygrid.data.iqa import load_benchmark, resolve_benchmark_root
+
+    return load_benchmark(name, resolve_benchmark_root(name, data_root), seed=seed, endpoint_url=endpoint_url)
+
+
+def _subset(table, splits: list[str] | None, cap: int | None, seed: int):
+    rows = table if splits is None else table[table["split"].isin(splits)]
+    if cap is not None and len(rows) > cap:
+        rows = rows.sample(n=cap, random_state=seed).sort_index()
+    out = rows.reset_index(drop=True)
+    out.attrs.update(table.attrs)
+    out["split"] = "use"  # one pseudo-split so IQADataset serves exactly these rows
+    return out
+
+
+def _loader(table, size: int | None, batch_size: int, workers: int):
+    from raygrid.data.iqa import IQADataset
+
+    ds = IQADataset(table, "use", size=size)
+    return torch.utils.data.DataLoader(ds, batch_size=batch_size if size else 1, shuffle=False,
+                                       num_workers=workers)
+
+
+def score_measure(measure, table, size: int | None, batch_size: int, device: torch.device,
+                  workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pair distances and the pairs' scores (higher = better)."""
+    dists, scores = [], []
+    for batch in _loader(table, size, batch_size, workers):
+        d = measure(batch["dist"].to(device), batch["ref"].to(device))
+        dists.append(d.detach().cpu().numpy())
+        scores.append(batch["score"].numpy())
+    return np.concatenate(dists), np.concatenate(scores)
+
+
+def fit(measure, table, cfg: AssessConfig, device: torch.device) -> dict[str, float]:
+    def pairs():
+        for batch in _loader(table, cfg.image_size, cfg.batch_size, cfg.runtime.num_workers):
+            yield batch["dist"].to(device), batch["ref"].to(device), batch["score"]
+
+    return measure.fit_alpha_beta(pairs(), steps=cfg.budget.steps, lr=cfg.lr, seed=cfg.seed)
+
+
+def run_assess(cfg: AssessConfig, env: loop.RunEnv, device: torch.device) -> tuple[dict[str, float], Any]:
+    """Fit (optionally) and score; returns the metrics and the measure. Used with and without Ray."""
+    from raygrid.metrics.correlation import correlations
+    from raygrid.nets.fidelity import create_fidelity
+
+    measure = create_fidelity(cfg.fidelity.backbone, weights=cfg.fidelity.weights,
+                              alpha_beta=cfg.fidelity.alpha_beta, weights_dir=env.weights_dir).to(device)
+    measure.eval()
+    table = benchmark_table(cfg.benchmark, env.data_root, cfg.seed, env.s3_endpoint_url)
+    metrics: dict[str, float] = {}
+    if cfg.fit_on is not None:
+        if cfg.fit_on == cfg.benchmark:
+            fit_table = _subset(table, ["train", "val"], cfg.max_pairs, cfg.seed)
+        else:
+            fit_table = _subset(benchmark_table(cfg.fit_on, env.data_root, cfg.seed, env.s3_endpoint_url),
+                                None, cfg.max_pairs, cfg.seed)
+        summary = fit(measure, fit_table, cfg, device)
+        metrics.update({f"fit/{k}": float(v) for k, v in summary.items() if isinstance(v, (int, float))})
+    eval_table = _subset(table, ["test"] if cfg.eval_split == "test" else None, cfg.max_pairs, cfg.seed)
+    with torch.no_grad():
+        dist, score = score_measure(measure, eval_table, cfg.image_size, cfg.batch_size, device,
+                                    cfg.runtime.num_workers)
+    corr = correlations(-dist, score, n_boot=cfg.n_boot, seed=cfg.seed)
+    metrics.update(_flatten_correlations(corr))
+    metrics["abs_srcc"] = abs(metrics["srcc"])
+    metrics["pairs"] = float(len(score))
+    return metrics, measure
+
+
+def _flatten_correlations(corr: dict[str, Any]) -> dict[str, float]:
+    """{"srcc": {"value": v, "ci": (lo, hi)}, ...} or {"srcc": v, "srcc_ci": ...} → flat floats."""
+    out: dict[str, float] = {}
+    for key, value in corr.items():
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                if sub == "value":
+                    out[key] = float(v)
+                elif isinstance(v, (tuple, list)) and len(v) == 2:
+                    out[f"{key}_{sub}_low"], out[f"{key}_{sub}_high"] = float(v[0]), float(v[1])
+                elif isinstance(v, (int, float)):
+                    out[f"{key}_{sub}"] = float(v)
+        elif isinstance(value, (tuple, list)) and len(value) == 2:
+            out[f"{key}_low"], out[f"{key}_high"] = float(value[0]), float(value[1])
+        elif isinstance(value, (int, float, np.floating)):
+            out[key] = float(value)
+    return out
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    cfg = AssessConfig.model_validate(loop_config["trial"])
+    env = loop.RunEnv(**loop_config["env"])
+    ctx = loop.setup(loop_config["trial"], loop_config.get("meta", {}))
+    state, start = loop.restore()
+    if state is not None and start >= cfg.budget.steps:
+        return  # already scored; a restarted trial has nothing left to do
+    metrics, measure = run_assess(cfg, env, ctx.device) if ctx.is_main else ({}, None)
+    metrics = loop.broadcast(ctx, metrics)
+    out_state = None
+    if ctx.is_main:
+        with tempfile.TemporaryDirectory() as d:
+            path = measure.save_alpha_beta(Path(d) / "alpha_beta.pt")
+            out_state = {"alpha_beta": torch.load(path, weights_only=False), "metrics": metrics}
+    loop.report(ctx, cfg.budget.steps, metrics, out_state)

@@ -1,0 +1,224 @@
+"""One stage of a sweep on Ray Tune: a Tuner over a trial driver that launches a TorchTrainer.
+
+Ray 2.60 runs Train V2, where a trainer cannot be handed to a Tuner: each Tune trial is the small
+`trial_driver` function below, which builds a `TorchTrainer` named after the trial id (so a
+retried or resumed trial finds its own Train state and continues from its last checkpoint) and
+forwards Train's reports to Tune with `TuneReportCallback`.
+
+Kept apart from `raygrid.plan` so that the dry run never imports Ray or torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from raygrid import storage
+from raygrid.space import Stage, SpaceError, _set_dotted
+
+DRIVER_CPU = 0.01  # the trial driver only waits on its trainer
+
+
+@dataclass
+class StageRun:
+    """Everything a stage needs besides its trials."""
+
+    sweep_name: str
+    storage_uri: str  # local folder or s3:// prefix (Tune and Train state, checkpoints)
+    env: dict[str, Any]  # raygrid.train.loop.RunEnv fields
+    max_concurrent: int
+    resume: bool
+    callbacks: list[Any]
+    cluster: dict[str, float]
+
+
+def loop_for(trainable: str):
+    if trainable == "sr_gan":
+        from raygrid.train.sr_gan import train_loop_per_worker
+    elif trainable == "assess":
+        from raygrid.train.assess import train_loop_per_worker
+    elif trainable == "iqa_finetune":
+        from raygrid.train.iqa_finetune import train_loop_per_worker
+    else:
+        raise ValueError(f"unknown trainable {trainable!r}")
+    return train_loop_per_worker
+
+
+def trial_driver(config: dict[str, Any], env: dict[str, Any], stage: dict[str, Any],
+                 points: list[dict[str, Any]] | None = None) -> None:
+    """One Tune trial = one Ray Train run of the trial's train loop.
+
+    `config` is {"spec": {"trial", "meta"}} for a grid, or {"search": {"point", "values"}} when
+    Optuna picks a grid point (one of `points`) and continuous values."""
+    import ray.train
+    import ray.tune
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    spec = _apply_search(config["search"], points, stage["name"]) if "search" in config else config["spec"]
+    trial_id = ray.tune.get_context().get_trial_id()
+    res = stage["resources"]
+    per_worker = {"CPU": res["cpus_per_worker"]}
+    if res["gpus_per_worker"]:
+        per_worker["GPU"] = res["gpus_per_worker"]
+    fs, path = storage.filesystem(stage["train_storage"], env.get("s3_endpoint_url"))
+    trainer = TorchTrainer(
+        loop_for(spec["trial"]["trainable"]),
+        train_loop_config={"trial": spec["trial"], "env": env,
+                           "meta": {**spec["meta"], "trial_id": trial_id, "stage": stage["name"]}},
+        scaling_config=ray.train.ScalingConfig(num_workers=res["workers"], use_gpu=res["gpus_per_worker"] > 0,
+                                               resources_per_worker=per_worker),
+        run_config=ray.train.RunConfig(
+            # The name is a function of the trial id only: a retried or restored trial resumes it.
+            name=f"{stage['name']}-{trial_id}",
+            storage_path=path,
+            storage_filesystem=fs,
+            failure_config=ray.train.FailureConfig(max_failures=0),  # retries happen at the Tune level
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=2, checkpoint_score_attribute=stage["metric"], checkpoint_score_order=stage["mode"]),
+            callbacks=[TuneReportCallback()],
+        ),
+    )
+    trainer.fit()  # raises TrainingFailedError when the loop fails: Tune then retries the trial
+
+
+def _apply_search(search: dict[str, Any], points: list[dict[str, Any]], stage: str) -> dict[str, Any]:
+    import copy
+
+    from raygrid.config import TRIAL_CONFIGS
+    from raygrid.space import Trial
+
+    spec = copy.deepcopy(points[search["point"]])
+    for key, value in search["values"].items():
+        _set_dotted(spec["trial"], key, value)
+    model = TRIAL_CONFIGS[spec["trial"]["trainable"]]
+    spec["trial"] = model.model_validate(spec["trial"]).model_dump(mode="json")
+    spec["meta"]["trial_key"] = Trial(stage, -1, spec["meta"]["point"], spec["trial"]).key
+    spec["meta"]["point"] = {**spec["meta"]["point"], **search["values"]}
+    return spec
+
+
+def driver_resources(cluster: dict[str, float]) -> dict[str, float]:
+    """A driver only waits on its trainer. On raygrid's cluster.yaml the head advertises
+    TRAIN_DRIVER: drivers must live there, off the (spot) GPU workers, since a driver owns its
+    trial's fault tolerance."""
+    res = {"cpu": DRIVER_CPU}
+    if cluster.get("TRAIN_DRIVER"):
+        res["TRAIN_DRIVER"] = 1
+    return res
+
+
+def max_concurrent_trials(stage: Stage, cluster: dict[str, float], override: int | None) -> int:
+    """Tune does not see the trainers' resources: derive concurrency from the cluster's."""
+    if override:
+        return override
+    r = stage.spec.resources
+    if r.gpus > 0:
+        n = math.floor(cluster.get("GPU", 0) / r.gpus + 1e-9)
+        what = f"{cluster.get('GPU', 0):g} GPUs; a {stage.name} trial needs {r.gpus:g}"
+    else:
+        n = math.floor(cluster.get("CPU", 0) / (r.cpus + DRIVER_CPU) + 1e-9)
+        what = f"{cluster.get('CPU', 0):g} CPUs; a {stage.name} trial needs {r.cpus + DRIVER_CPU:g}"
+    if n < 1:
+        raise SpaceError(f"stages.{stage.name}.resources", "",
+                         f"no trial fits: the cluster has {what} (use --max-concurrent on an autoscaling cluster)")
+    return n
+
+
+def trial_specs(stage: Stage, extra_meta: dict[int, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    specs = []
+    for t in stage.trials:
+        meta = {"trial_key": t.key, "point": t.point, "index": t.index, **((extra_meta or {}).get(t.index, {}))}
+        specs.append({"trial": t.config, "meta": meta})
+    return specs
+
+
+def run_stage(stage: Stage, run: StageRun, specs: list[dict[str, Any]]):
+    """Fit (or, with resume, restore and finish) the stage's Tuner; returns its ResultGrid."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    spec = stage.spec
+    sched = spec.scheduler
+    stage_info = {
+        "name": stage.name, "metric": sched.metric, "mode": sched.mode,
+        "resources": spec.resources.model_dump(),
+        "train_storage": storage.join(run.storage_uri, run.sweep_name, "train"),
+    }
+    searcher = None
+    if spec.search is None:
+        param_space = {"spec": tune.grid_search(specs)}
+        num_samples, points = 1, None
+    else:
+        searcher = _optuna_searcher(stage, specs)
+        param_space, num_samples, points = {}, spec.search.num_samples, specs
+    # Constant inputs go through with_parameters, not the param space: Tune does not treat them
+    # as hyperparameters, and the MLflow params stay the trial config alone.
+    driver = tune.with_resources(
+        tune.with_parameters(trial_driver, env=run.env, stage=stage_info, points=points), driver_resources(run.cluster))
+    scheduler = FIFOScheduler()
+    if sched.kind == "asha":
+        scheduler = ASHAScheduler(time_attr="step", max_t=spec.budget.steps, grace_period=sched.grace_period,
+                                  reduction_factor=sched.reduction_factor)
+    fs, path = storage.filesystem(run.storage_uri, run.env.get("s3_endpoint_url"))
+    name = f"{run.sweep_name}-{stage.name}"
+    exp_path = f"{path.rstrip('/')}/{name}"
+    if run.resume and tune.Tuner.can_restore(exp_path, storage_filesystem=fs):
+        tuner = tune.Tuner.restore(exp_path, trainable=driver, resume_unfinished=True, resume_errored=True,
+                                   param_space=param_space, storage_filesystem=fs)
+    else:
+        tuner = tune.Tuner(
+            driver,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(metric=sched.metric, mode=sched.mode, scheduler=scheduler,
+                                        search_alg=searcher, num_samples=num_samples,
+                                        max_concurrent_trials=run.max_concurrent),
+            run_config=tune.RunConfig(
+                name=name, storage_path=path, storage_filesystem=fs,
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                callbacks=run.callbacks, progress_reporter=_reporter(stage), verbose=2,
+            ),
+        )
+    return tuner.fit()
+
+
+def _reporter(stage: Stage):
+    """Ray's CLI reporter trimmed to what matters: the axes, the step and the stage metric.
+    (Tune's newer output engine ignores reporters; the runner selects the classic one.)"""
+    from ray.tune import CLIReporter
+
+    sched = stage.spec.scheduler
+    axes = [*stage.spec.axes, *stage.spec.linked] + (["seed"] if len(stage.spec.seeds) > 1 else [])
+    params = {f"spec/meta/point/{a}": a.rsplit(".", 1)[-1] for a in axes}
+    if stage.spec.search is not None:
+        params = {"search/point": "point"}
+    return CLIReporter(metric_columns={"step": "step", sched.metric: sched.metric}, parameter_columns=params,
+                       max_report_frequency=30, sort_by_metric=True)  # metric/mode come from TuneConfig
+
+
+def _optuna_searcher(stage: Stage, specs: list[dict[str, Any]]):
+    """Optuna over the valid grid points (one categorical) and the continuous parameters."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    search, sched = stage.spec.search, stage.spec.scheduler
+    points = [t.point for t in stage.trials]
+
+    def define_by_run(trial):
+        index = trial.suggest_categorical("point", list(range(len(points))))
+        values = {}
+        for key, dist in search.params.items():
+            if not all(p.holds(points[index][k]) for k, p in dist.when.items()):
+                continue
+            if dist.uniform is not None:
+                values[key] = trial.suggest_float(key, *dist.uniform)
+            elif dist.loguniform is not None:
+                values[key] = trial.suggest_float(key, *dist.loguniform, log=True)
+            else:
+                values[key] = trial.suggest_categorical(key, dist.choice)
+        return {"search": {"point": index, "values": values}}
+
+    import optuna
+
+    return OptunaSearch(space=define_by_run, metric=sched.metric, mode=sched.mode,
+                        sampler=optuna.samplers.TPESampler(seed=search.seed))
