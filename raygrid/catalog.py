@@ -130,6 +130,6 @@ SR_SETS: dict[str, SRSetInfo] = {
         SRSetInfo("urban100", "Urban100", "test", "Urban100", 100, 0.8),
         SRSetInfo("div2k_val", "DIV2K val", "test", "DIV2K", 100, 2.8),
         SRSetInfo("demo_sr_train", "demo SR train", "train", "demo/sr/train", 10, 0.1),
-        SRSetInfo("demo_sr_val", "demo SR val", "test", "demo/sr/val", 3, 0.03),
+        SRSetInfo("demo_sr_val", "demo SR val", "test", "demo/sr/val", 4, 0.03),
     ]
 }

@@ -21,6 +21,7 @@ class StagePlan:
     trainable: str
     trials: int
     grid_size: int  # combinations before conditions
+    points: int  # valid grid points after conditions (what Optuna samples from)
     seeds: list[int]
     axes: dict[str, list[Any]]  # axis -> values (linked axes by choice name)
     conditions: int
@@ -67,6 +68,7 @@ def make_plan(sweep: Sweep, effective_tflops: float = costs.EFFECTIVE_TFLOPS) ->
             trainable=spec.trainable,
             trials=stage.num_trials,
             grid_size=stage.grid_size,
+            points=len(stage.trials),
             seeds=list(spec.seeds),
             axes=axes,
             conditions=len(spec.conditions),
@@ -97,7 +99,7 @@ def format_plan(plan: Plan) -> str:
         per_seed = s.trials // len(s.seeds) if s.search is None and s.trials % len(s.seeds) == 0 else None
         count = f"{s.trials} trials"
         if s.search is not None:
-            count += f" (optuna samples over {s.trials and s.grid_size} grid points)"
+            count += f" (Optuna samples over {s.points} grid points)"
         elif per_seed is not None and len(s.seeds) > 1:
             count += f" = {per_seed} per seed × {len(s.seeds)} seeds"
         elif per_seed is not None:

@@ -317,7 +317,11 @@ def execute(sweep: Sweep, opts: RunOptions) -> SweepResult:
             for key in ("trials", "finished", "stopped", "failed", "skipped"):
                 client.log_metric(sweep_run_id, f"{s.name}/{key}", getattr(s, key))
         if ok and opts.report:
-            result.report = _report(result)
+            try:
+                result.report = _report(result)
+            except Exception as e:  # the sweep's results are in MLflow either way; say so, close the run
+                print(f"report failed ({type(e).__name__}: {e}); rerun it with "
+                      f"python -m raygrid.report --experiment {sweep.name} --tracking-uri {tracking_uri}", file=sys.stderr)
         tracking.end_run(tracking_uri, sweep_run_id, ok)
         if started_ray:
             ray.shutdown()

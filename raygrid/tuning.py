@@ -99,6 +99,17 @@ def _apply_search(search: dict[str, Any], points: list[dict[str, Any]], stage: s
     return spec
 
 
+class TrialName:
+    """Short trial names and folders ("optimize_3f6c9_00001"): Tune's default folder name spells
+    out the whole config, which here is the entire trial spec."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+
+    def __call__(self, trial) -> str:
+        return f"{self.stage}_{trial.trial_id}"
+
+
 def driver_resources(cluster: dict[str, float]) -> dict[str, float]:
     """A driver only waits on its trainer. On raygrid's cluster.yaml the head advertises
     TRAIN_DRIVER: drivers must live there, off the (spot) GPU workers, since a driver owns its
@@ -173,11 +184,13 @@ def run_stage(stage: Stage, run: StageRun, specs: list[dict[str, Any]]):
             param_space=param_space,
             tune_config=tune.TuneConfig(metric=sched.metric, mode=sched.mode, scheduler=scheduler,
                                         search_alg=searcher, num_samples=num_samples,
-                                        max_concurrent_trials=run.max_concurrent),
+                                        max_concurrent_trials=run.max_concurrent,
+                                        trial_name_creator=TrialName(stage.name),
+                                        trial_dirname_creator=TrialName(stage.name)),
             run_config=tune.RunConfig(
                 name=name, storage_path=path, storage_filesystem=fs,
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                callbacks=run.callbacks, progress_reporter=_reporter(stage), verbose=2,
+                callbacks=run.callbacks, progress_reporter=_reporter(stage), verbose=1,
             ),
         )
     return tuner.fit()
@@ -197,18 +210,19 @@ def _reporter(stage: Stage):
                        max_report_frequency=30, sort_by_metric=True)  # metric/mode come from TuneConfig
 
 
-def _optuna_searcher(stage: Stage, specs: list[dict[str, Any]]):
-    """Optuna over the valid grid points (one categorical) and the continuous parameters."""
-    from ray.tune.search.optuna import OptunaSearch
+class _DefineByRun:
+    """Optuna's define-by-run space: one categorical over the valid grid points, then each
+    continuous parameter whose `when` holds at that point. A class, not a closure: Tune pickles
+    the searcher with its experiment state."""
 
-    search, sched = stage.spec.search, stage.spec.scheduler
-    points = [t.point for t in stage.trials]
+    def __init__(self, points: list[dict[str, Any]], params: dict[str, Any]):
+        self.points, self.params = points, params
 
-    def define_by_run(trial):
-        index = trial.suggest_categorical("point", list(range(len(points))))
+    def __call__(self, trial) -> dict[str, Any]:
+        index = trial.suggest_categorical("point", list(range(len(self.points))))
         values = {}
-        for key, dist in search.params.items():
-            if not all(p.holds(points[index][k]) for k, p in dist.when.items()):
+        for key, dist in self.params.items():
+            if not all(p.holds(self.points[index][k]) for k, p in dist.when.items()):
                 continue
             if dist.uniform is not None:
                 values[key] = trial.suggest_float(key, *dist.uniform)
@@ -218,7 +232,12 @@ def _optuna_searcher(stage: Stage, specs: list[dict[str, Any]]):
                 values[key] = trial.suggest_categorical(key, dist.choice)
         return {"search": {"point": index, "values": values}}
 
-    import optuna
 
-    return OptunaSearch(space=define_by_run, metric=sched.metric, mode=sched.mode,
+def _optuna_searcher(stage: Stage, specs: list[dict[str, Any]]):
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    search, sched = stage.spec.search, stage.spec.scheduler
+    space = _DefineByRun([t.point for t in stage.trials], dict(search.params))
+    return OptunaSearch(space=space, metric=sched.metric, mode=sched.mode,
                         sampler=optuna.samplers.TPESampler(seed=search.seed))

@@ -55,11 +55,11 @@ def test_paper_optimize_conditions_pair_none_with_weight_zero_only():
 
 def test_demo_space_counts_and_resolved_configs():
     sweep = load_space("demo")
-    assert {k: len(s.trials) for k, s in sweep.stages.items()} == {"assess": 4, "optimize": 6, "transfer": 3}
+    assert {k: len(s.trials) for k, s in sweep.stages.items()} == {"assess": 6, "optimize": 9, "transfer": 3}
     t = sweep.stages["optimize"].trials[0]
     # base values, axis values, seed and budget all land in the one resolved config
     assert t.config["generator"]["preset"] == "tiny"
-    assert t.config["budget"] == {"steps": 120, "eval_every": 30}
+    assert t.config["budget"] == {"steps": 60, "eval_every": 20}
     assert t.config["seed"] == 0
     assert t.config["trainable"] == "sr_gan"
     linked = sweep.stages["transfer"].trials[0].config
@@ -78,7 +78,7 @@ def test_plan_json_holds_every_trial(tmp_path):
     out = plan_to_json(make_plan(sweep), sweep)
     json.dumps(out)  # serialisable
     counts = {s["name"]: (s["trials"], len(s["trial_list"])) for s in out["stages"]}
-    assert counts == {"assess": (4, 4), "optimize": (6, 6), "transfer": (3, 3)}
+    assert counts == {"assess": (6, 6), "optimize": (9, 9), "transfer": (3, 3)}
 
 
 def test_asha_estimate_is_below_full_budget():
@@ -142,7 +142,7 @@ def test_optuna_search_counts_samples_not_grid_points():
         "adversarial.lr": {"loguniform": [1e-5, 1e-3], "when": {"adversarial.discriminator": {"ne": "none"}}},
     }})
     stage = parse_space(raw).stages["optimize"]
-    assert stage.num_trials == 10 and len(stage.trials) == 6
+    assert stage.num_trials == 10 and len(stage.trials) == 9
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ def test_stages_option_restricts_the_plan(capsys):
 
 def test_a_path_works_as_well_as_a_name(capsys):
     assert main(["--space", str(SPACES_DIR / "demo.yaml"), "--dry-run"]) == 0
-    assert "total: 13 trials" in capsys.readouterr().out
+    assert "total: 18 trials" in capsys.readouterr().out
 
 
 def test_help_documents_every_option():

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -132,12 +133,14 @@ def test_failed_trial_resumes_at_its_checkpoint_and_lineage_reaches_transfer(ray
     assert_no_placement_groups_left()
 
 
-def test_sweep_with_tune_storage_and_mlflow_artifacts_on_s3(ray_local, tmp_path, s3_env):
+def test_optuna_stage_with_tune_storage_and_mlflow_artifacts_on_s3(ray_local, tmp_path, s3_env):
     import boto3
 
     s3 = boto3.client("s3", endpoint_url=s3_env)
     s3.create_bucket(Bucket="raygrid-test")
-    raw = tiny_sweep({"assess": {"axes": {"fidelity.backbone": ["vgg16_r"]}}})
+    # Optuna picks the grid point and samples the α/β fitting learning rate
+    raw = tiny_sweep({"assess": {"axes": {"fidelity.backbone": ["vgg16_r"], "fit_on": ["demo_fr"]},
+                                 "search": {"num_samples": 1, "params": {"lr": {"loguniform": [1e-4, 1e-2]}}}}})
     raw["stages"]["assess"]["base"].update(max_pairs=16, n_boot=20)
     sweep = parse_space(raw, source="tiny-s3.yaml")
     opts = RunOptions(output_dir=str(tmp_path / "out"), storage="s3://raygrid-test/ray",
@@ -153,3 +156,6 @@ def test_sweep_with_tune_storage_and_mlflow_artifacts_on_s3(ray_local, tmp_path,
     assert run["artifact_uri"].startswith("s3://raygrid-test/mlflow/")
     assert any(k.startswith("mlflow/") and k.endswith("checkpoints/best/model.pt") for k in keys), keys
     assert run["tags.raygrid.checkpoint.best"].startswith("s3://raygrid-test/ray/tiny/train/assess-")
+    # the sampled value is the trial's logged param, inside its range, and part of its point
+    assert 1e-4 <= float(run["params.lr"]) <= 1e-2 and run["params.fit_on"] == "demo_fr"
+    assert float(json.loads(run["tags.raygrid.point"])["lr"]) == float(run["params.lr"])

@@ -1,0 +1,124 @@
+"""The MLflow side of a sweep, without Ray: one run per trial (also after a restore), metrics at
+the trial's own step, outcome tags, checkpoint artifacts without optimiser state."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import torch
+
+from raygrid import tracking
+from raygrid.space import load_space
+
+
+@dataclass
+class FakeTrial:
+    trial_id: str
+    config: dict
+    status: str = "RUNNING"
+    error_file: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def setup_store(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp = tracking.ensure_experiment(uri, "demo", str(tmp_path / "art"))
+    parent, resumed = tracking.start_sweep_run(uri, exp, "demo", str(tmp_path / "ray"), resume=False)
+    assert not resumed
+    return uri, exp, parent
+
+
+def logger(uri, exp, parent, tmp_path, budget=120):
+    return tracking.TrialRunLogger(uri, exp, parent, "demo", "optimize", "val/psnr_y", "max", budget,
+                                   str(tmp_path / "ray"), telemetry=False)
+
+
+def fake_trial(index=0, trial_id="t0"):
+    t = load_space("demo").stages["optimize"].trials[index]
+    return FakeTrial(trial_id, {"spec": {"trial": t.config, "meta": {"trial_key": t.key, "point": t.point}}})
+
+
+def checkpoint(tmp_path, name, step):
+    d = tmp_path / "ray" / name
+    d.mkdir(parents=True)
+    torch.save({"generator": {"w": torch.ones(2)}, "ema": {"w": torch.zeros(2)}, "opt_g": {"big": torch.ones(1000)},
+                "rng": {"torch": torch.get_rng_state()}, "step": step}, d / "state.pt")
+    (d / "meta.json").write_text(json.dumps({"step": step}))
+    return str(d)
+
+
+def test_one_run_per_trial_with_params_tags_and_step_metrics(tmp_path):
+    uri, exp, parent = setup_store(tmp_path)
+    log = logger(uri, exp, parent, tmp_path)
+    trial = fake_trial()
+    log.on_trial_start(0, [trial], trial)
+    c1 = checkpoint(tmp_path, "c30", 30)
+    c2 = checkpoint(tmp_path, "c60", 60)
+    log.on_trial_result(0, [trial], trial, {"step": 30, "val/psnr_y": 20.0, "training_iteration": 1, "checkpoint_path": c1})
+    log.on_trial_result(0, [trial], trial, {"step": 60, "val/psnr_y": 19.0, "training_iteration": 2, "checkpoint_path": c2})
+    log.on_trial_complete(0, [trial], trial)
+
+    runs = tracking.search_trial_runs(uri, "demo")
+    assert len(runs) == 1
+    run = runs.iloc[0]
+    assert run["tags.mlflow.parentRunId"] == parent
+    assert run["tags.raygrid.stage"] == "optimize" and run["tags.raygrid.trial_id"] == "t0"
+    assert run["tags.raygrid.git_commit"] and run["tags.raygrid.version.torch"] == torch.__version__.split("+")[0] or \
+        run["tags.raygrid.version.torch"].startswith(torch.__version__.split("+")[0])
+    assert run["params.fidelity.backbone"] == "vgg16_r" and run["params.budget.steps"] == "60"
+    assert json.loads(run["params.data.val"]) == ["demo_sr_val"]
+    client = tracking.client(uri)
+    assert [(m.step, m.value) for m in client.get_metric_history(run.run_id, "val/psnr_y")] == [(30, 20.0), (60, 19.0)]
+    assert "training_iteration" not in run.index.str.replace("metrics.", "").tolist()
+    # stopped before its 60-step budget (the logger is told 120); the best checkpoint is the step-30 one
+    assert run["tags.raygrid.outcome"] == "stopped" and run.status == "FINISHED"
+    assert run["tags.raygrid.checkpoint.best"] == c1 and run["tags.raygrid.checkpoint.final"] == c2
+    best = client.download_artifacts(run.run_id, "checkpoints/best/model.pt", str(tmp_path))
+    model = torch.load(best, weights_only=False)
+    assert set(model) == {"generator", "ema", "step"} and model["step"] == 30  # no optimiser / RNG state
+
+
+def test_a_restored_trial_continues_its_run_without_relogging_steps(tmp_path):
+    uri, exp, parent = setup_store(tmp_path)
+    trial = fake_trial()
+    first = logger(uri, exp, parent, tmp_path)
+    first.on_trial_start(0, [trial], trial)
+    first.on_trial_result(0, [trial], trial, {"step": 30, "val/psnr_y": 20.0})
+    # the driver process died; a new logger (as after Tuner.restore without saved state) sees the
+    # trial again and re-reported steps 30 and 60
+    second = logger(uri, exp, parent, tmp_path)
+    second.on_trial_start(0, [trial], trial)
+    second.on_trial_result(0, [trial], trial, {"step": 30, "val/psnr_y": 99.0})
+    second.on_trial_result(0, [trial], trial, {"step": 60, "val/psnr_y": 21.0})
+    second.on_trial_complete(0, [trial], trial)
+    runs = tracking.search_trial_runs(uri, "demo")
+    assert len(runs) == 1
+    history = tracking.client(uri).get_metric_history(runs.run_id.iloc[0], "val/psnr_y")
+    assert [(m.step, m.value) for m in history] == [(30, 20.0), (60, 21.0)]
+
+
+def test_failed_trial_is_tagged_with_its_error(tmp_path):
+    uri, exp, parent = setup_store(tmp_path)
+    log = logger(uri, exp, parent, tmp_path)
+    err = tmp_path / "error.txt"
+    err.write_text("TrainingDiverged: non-finite loss at step 7: loss/g_total=nan")
+    trial = fake_trial(trial_id="t9")
+    trial.error_file = str(err)
+    log.on_trial_start(0, [trial], trial)
+    log.on_trial_error(0, [trial], trial)
+    run = tracking.search_trial_runs(uri, "demo").iloc[0]
+    assert run.status == "FAILED" and run["tags.raygrid.outcome"] == "failed"
+    assert "non-finite loss at step 7" in run["tags.raygrid.error"]
+
+
+def test_resume_reuses_the_sweep_run_of_the_same_storage(tmp_path):
+    uri, exp, parent = setup_store(tmp_path)
+    again, resumed = tracking.start_sweep_run(uri, exp, "demo", str(tmp_path / "ray"), resume=True)
+    assert resumed and again == parent
+    other, resumed = tracking.start_sweep_run(uri, exp, "demo", str(tmp_path / "elsewhere"), resume=True)
+    assert not resumed and other != parent
+
+
+def test_flatten_joins_keys_and_serialises_lists():
+    assert tracking.flatten({"a": {"b": 1, "c": [1, 2]}, "d": None}) == {"a.b": "1", "a.c": "[1, 2]", "d": "None"}
