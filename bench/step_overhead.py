@@ -53,10 +53,17 @@ def timed_steps(steps: int, warmup: int) -> list[float]:
 
 
 def _ray_loop(config):
+    import json
+    import tempfile
+
     import ray.train
 
     times = timed_steps(config["steps"], config["warmup"])
-    ray.train.report({"median_step_s": statistics.median(times)})
+    # Train V2 keeps only metrics that come with a checkpoint
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(d, "times.json"), "w") as f:
+            json.dump(times, f)
+        ray.train.report({"median_step_s": statistics.median(times)}, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
 def _empty_loop(config):

@@ -72,14 +72,16 @@ def test_trials_spread_over_nodes_and_survive_losing_one(tmp_path, s3_env):
         runner = threading.Thread(target=lambda: outcome.setdefault("result", execute(sweep, opts)), daemon=True)
         runner.start()
 
-        # Wait until both trainers run on the two worker nodes and a checkpoint is in S3.
+        # Wait until both trainers run on the two worker nodes and both trials have a checkpoint
+        # in S3 (keys ray/multinode/train/<trial run>/checkpoint_*/state.pt), so the trial on
+        # the node that goes away has something to resume from.
         deadline = time.time() + 240
         busy: set[str] = set()
         while time.time() < deadline:
             busy = worker_nodes_with_trainers(worker_ids)
             listing = s3.list_objects_v2(Bucket="raygrid-multinode", Prefix="ray/multinode/train/")
-            saved = [o["Key"] for o in listing.get("Contents", []) if o["Key"].endswith("state.pt")]
-            if len(busy) == 2 and saved:
+            saved = {o["Key"].split("/")[3] for o in listing.get("Contents", []) if o["Key"].endswith("state.pt")}
+            if len(busy) == 2 and len(saved) == 2:
                 break
             time.sleep(0.5)
         assert len(busy) == 2, "the two trials did not run on the two worker nodes"

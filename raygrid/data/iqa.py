@@ -269,6 +269,19 @@ class _Lookup:
 # ---------------------------------------------------------------------------------------------
 
 
+def _table_lines(path: str, fields: int, expected: str, errors: str = "strict"):
+    """(line number, fields) of a whitespace- or tab-separated label file, blank lines skipped;
+    a line with another number of fields is a BenchmarkFormatError naming the file and line."""
+    with open(path, encoding="utf-8", errors=errors) as f:
+        for line_no, line in enumerate(f, 1):
+            parts = [p.strip() for p in (line.split("\t") if "\t" in line else line.split()) if p.strip()]
+            if not parts:
+                continue
+            if len(parts) != fields:
+                raise BenchmarkFormatError(path, f"line {line_no}", f"{len(parts)} fields in {line.strip()!r}", expected)
+            yield line_no, parts
+
+
 def read_kadid10k(root: str) -> Parsed:
     """KADID-10k `dmos.csv`: dist_img,ref_img,dmos,var; images in `images/`. Higher = better."""
     label = os.path.join(root, "dmos.csv")
@@ -291,23 +304,16 @@ def read_tid2013(root: str) -> Parsed:
         raise FileNotFoundError(os.path.join(root, "mos_with_names.txt"))
     find = _Lookup(_resolver([os.path.join(root, "distorted_images"), os.path.join(root, "reference_images"), root]))
     rows = []
-    with open(label, encoding="utf-8", errors="replace") as f:
-        for line_no, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            where = f"line {line_no}"
-            if len(parts) != 2:
-                raise BenchmarkFormatError(label, where, f"{len(parts)} fields in {line.strip()!r}",
-                                           "'<mos> <image name>', e.g. '5.51429 I01_01_1.bmp'")
-            score = _number(parts[0], label, where, "mos")
-            name = parts[1]
-            if not re.match(r"^[iI]\d\d_", name):
-                raise BenchmarkFormatError(label, where, f"image name {name!r}", "a name like I01_01_1.bmp")
-            ref_id = name[:3].upper()
-            origin = f"{label}:{line_no}"
-            ref = find(f"{ref_id}.bmp", origin)
-            rows.append(Row(find(name, origin), ref, score, ref_id, origin))
+    for line_no, parts in _table_lines(label, 2, "'<mos> <image name>', e.g. '5.51429 I01_01_1.bmp'", "replace"):
+        where = f"line {line_no}"
+        score = _number(parts[0], label, where, "mos")
+        name = parts[1]
+        if not re.match(r"^[iI]\d\d_", name):
+            raise BenchmarkFormatError(label, where, f"image name {name!r}", "a name like I01_01_1.bmp")
+        ref_id = name[:3].upper()
+        origin = f"{label}:{line_no}"
+        ref = find(f"{ref_id}.bmp", origin)
+        rows.append(Row(find(name, origin), ref, score, ref_id, origin))
     return Parsed(rows, label, "mos", "original", missing=find.missing)
 
 
@@ -398,30 +404,17 @@ def read_csiq(root: str) -> Parsed:
                 _number(rec["dmos"], xlsx, where, "dmos"), xlsx, where)
     elif txt6:
         label = txt6
-        with open(txt6, encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
-                parts = line.split("\t") if "\t" in line else line.split()
-                parts = [p.strip() for p in parts if p.strip()]
-                if not parts:
-                    continue
-                where = f"line {line_no}"
-                if len(parts) != 6:
-                    raise BenchmarkFormatError(txt6, where, f"{len(parts)} fields",
-                                               "6 tab-separated fields: image dst_idx dst_type dst_lev dmos_std dmos")
-                add(parts[0], _csiq_dist_name(parts[0], parts[2], parts[3], txt6, where),
-                    _number(parts[5], txt6, where, "dmos"), txt6, where)
+        six = "6 tab-separated fields: image dst_idx dst_type dst_lev dmos_std dmos"
+        for line_no, parts in _table_lines(txt6, 6, six):
+            where = f"line {line_no}"
+            add(parts[0], _csiq_dist_name(parts[0], parts[2], parts[3], txt6, where),
+                _number(parts[5], txt6, where, "dmos"), txt6, where)
     elif txt2:
         label = txt2
-        with open(txt2, encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
-                parts = line.split()
-                if not parts:
-                    continue
-                where = f"line {line_no}"
-                if len(parts) != 2:
-                    raise BenchmarkFormatError(txt2, where, f"{len(parts)} fields", "'<image name> <dmos>'")
-                name = os.path.basename(parts[0])
-                add(name.split(".")[0], name, _number(parts[1], txt2, where, "dmos"), txt2, where)
+        for line_no, parts in _table_lines(txt2, 2, "'<image name> <dmos>'"):
+            where = f"line {line_no}"
+            name = os.path.basename(parts[0])
+            add(name.split(".")[0], name, _number(parts[1], txt2, where, "dmos"), txt2, where)
     else:
         raise FileNotFoundError(os.path.join(root, "csiq.DMOS.xlsx"))
     return Parsed(rows, label, "dmos", "original", missing=find.missing)
