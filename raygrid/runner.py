@@ -258,7 +258,11 @@ def execute(sweep: Sweep, opts: RunOptions) -> SweepResult:
         os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", opts.s3_endpoint_url)
 
     preflight(sweep, data_root, opts.weights_dir)
-    experiment_id = tracking.ensure_experiment(tracking_uri, sweep.name, artifact_root)
+    try:
+        experiment_id = tracking.ensure_experiment(tracking_uri, sweep.name, artifact_root)
+    except Exception as e:  # MlflowException, connection errors: nothing has run yet
+        raise SpaceError("--tracking-uri", "", f"MLflow at {tracking_uri} is not usable: "
+                         f"{type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
     sweep_run_id, resumed = tracking.start_sweep_run(tracking_uri, experiment_id, sweep.name, storage_uri,
                                                      opts.resume, {"raygrid.space": sweep.source})
     client = tracking.client(tracking_uri)
@@ -349,10 +353,8 @@ def _summarise(grid, stage: Stage, summary: StageSummary) -> None:
 
 
 def _report(result: SweepResult) -> str | None:
-    try:
-        from raygrid.analysis.report import build_report
-    except ImportError:
-        return None  # the analysis package is optional for a sweep
+    from raygrid.analysis.report import build_report
+
     return build_report(result.experiment, tracking_uri=result.tracking_uri, sweep_run_id=result.sweep_run_id,
                         out_dir=str(Path(result.output_dir) / "report"))
 

@@ -129,3 +129,14 @@ def test_preflight_names_the_missing_weight_file(tmp_path):
     text = str(err.value)
     assert "\n" not in text and "paper.yaml" in text
     assert str(tmp_path / "weights") in text and (".pth" in text or ".safetensors" in text)
+
+
+def test_unusable_tracking_store_stops_the_sweep_before_anything_runs(tmp_path):
+    from raygrid.runner import RunOptions, execute
+
+    sweep = load_space("demo")
+    sweep.stages = {"assess": sweep.stages["assess"]}
+    opts = RunOptions(output_dir=str(tmp_path), tracking_uri="sqlite:////dev/null/mlflow.db",
+                      data_root=str(tmp_path / "data"))
+    with pytest.raises(SpaceError, match=r"--tracking-uri: MLflow at sqlite:////dev/null/mlflow.db is not usable"):
+        execute(sweep, opts)

@@ -883,6 +883,18 @@ def _observed_range(parsed: Parsed) -> tuple[float, float]:
     return (lo, hi) if hi > lo else (lo, lo + 1.0)
 
 
+def subset(table: pd.DataFrame, splits: Sequence[str] | None = None, cap: int | None = None,
+           seed: int = 0) -> pd.DataFrame:
+    """Rows of the given splits (all when None), at most `cap` of them (a seeded sample, kept in
+    table order), with the table's attrs."""
+    rows = table if splits is None else table[table["split"].isin(list(splits))]
+    if cap is not None and len(rows) > cap:
+        rows = rows.sample(n=cap, random_state=seed).sort_index()
+    out = rows.reset_index(drop=True)
+    out.attrs.update(table.attrs)
+    return out
+
+
 def check_images(table: pd.DataFrame, skip_unreadable: bool = False) -> pd.DataFrame:
     """Decode every image of the table once. Raises ImageDecodeError (naming the file and the
     label line that lists it), or, with `skip_unreadable`, drops those rows and logs the count.

@@ -25,20 +25,10 @@ def benchmark_table(name: str, data_root: str, seed: int, endpoint_url: str | No
     return load_benchmark(name, resolve_benchmark_root(name, data_root), seed=seed, endpoint_url=endpoint_url)
 
 
-def _subset(table, splits: list[str] | None, cap: int | None, seed: int):
-    rows = table if splits is None else table[table["split"].isin(splits)]
-    if cap is not None and len(rows) > cap:
-        rows = rows.sample(n=cap, random_state=seed).sort_index()
-    out = rows.reset_index(drop=True)
-    out.attrs.update(table.attrs)
-    out["split"] = "use"  # one pseudo-split so IQADataset serves exactly these rows
-    return out
-
-
 def _loader(table, size: int | None, batch_size: int, workers: int):
     from raygrid.data.iqa import IQADataset
 
-    ds = IQADataset(table, "use", size=size)
+    ds = IQADataset(table, sorted(set(table["split"])), size=size)  # every row of the subset
     return torch.utils.data.DataLoader(ds, batch_size=batch_size if size else 1, shuffle=False,
                                        num_workers=workers)
 
@@ -64,6 +54,7 @@ def fit(measure, table, cfg: AssessConfig, device: torch.device) -> dict[str, fl
 
 def run_assess(cfg: AssessConfig, env: loop.RunEnv, device: torch.device) -> tuple[dict[str, float], Any]:
     """Fit (optionally) and score; returns the metrics and the measure. Used with and without Ray."""
+    from raygrid.data.iqa import subset
     from raygrid.metrics.correlation import correlations
     from raygrid.nets.fidelity import create_fidelity
 
@@ -74,40 +65,20 @@ def run_assess(cfg: AssessConfig, env: loop.RunEnv, device: torch.device) -> tup
     metrics: dict[str, float] = {}
     if cfg.fit_on is not None:
         if cfg.fit_on == cfg.benchmark:
-            fit_table = _subset(table, ["train", "val"], cfg.max_pairs, cfg.seed)
+            fit_table = subset(table, ["train", "val"], cfg.max_pairs, cfg.seed)
         else:
-            fit_table = _subset(benchmark_table(cfg.fit_on, env.data_root, cfg.seed, env.s3_endpoint_url),
+            fit_table = subset(benchmark_table(cfg.fit_on, env.data_root, cfg.seed, env.s3_endpoint_url),
                                 None, cfg.max_pairs, cfg.seed)
         summary = fit(measure, fit_table, cfg, device)
         metrics.update({f"fit/{k}": float(v) for k, v in summary.items() if isinstance(v, (int, float))})
-    eval_table = _subset(table, ["test"] if cfg.eval_split == "test" else None, cfg.max_pairs, cfg.seed)
+    eval_table = subset(table, ["test"] if cfg.eval_split == "test" else None, cfg.max_pairs, cfg.seed)
     with torch.no_grad():
         dist, score = score_measure(measure, eval_table, cfg.image_size, cfg.batch_size, device,
                                     cfg.runtime.num_workers)
-    corr = correlations(-dist, score, n_boot=cfg.n_boot, seed=cfg.seed)
-    metrics.update(_flatten_correlations(corr))
+    metrics.update(correlations(-dist, score, n_boot=cfg.n_boot, seed=cfg.seed))
     metrics["abs_srcc"] = abs(metrics["srcc"])
     metrics["pairs"] = float(len(score))
     return metrics, measure
-
-
-def _flatten_correlations(corr: dict[str, Any]) -> dict[str, float]:
-    """{"srcc": {"value": v, "ci": (lo, hi)}, ...} or {"srcc": v, "srcc_ci": ...} → flat floats."""
-    out: dict[str, float] = {}
-    for key, value in corr.items():
-        if isinstance(value, dict):
-            for sub, v in value.items():
-                if sub == "value":
-                    out[key] = float(v)
-                elif isinstance(v, (tuple, list)) and len(v) == 2:
-                    out[f"{key}_{sub}_low"], out[f"{key}_{sub}_high"] = float(v[0]), float(v[1])
-                elif isinstance(v, (int, float)):
-                    out[f"{key}_{sub}"] = float(v)
-        elif isinstance(value, (tuple, list)) and len(value) == 2:
-            out[f"{key}_low"], out[f"{key}_high"] = float(value[0]), float(value[1])
-        elif isinstance(value, (int, float, np.floating)):
-            out[key] = float(value)
-    return out
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from raygrid.config import IQAFinetuneConfig
 from raygrid.train import loop
-from raygrid.train.assess import _flatten_correlations, benchmark_table
+from raygrid.train.assess import benchmark_table
 
 
 def build_model(cfg: IQAFinetuneConfig, weights_dir: str | None) -> torch.nn.Module:
@@ -32,15 +32,6 @@ def build_model(cfg: IQAFinetuneConfig, weights_dir: str | None) -> torch.nn.Mod
         m.kind, m.backbone, init=m.init, weights=m.weights,
         discriminator_checkpoint=ckpt, weights_dir=weights_dir,
     )
-
-
-def _split_table(table, splits: list[str], cap: int | None, seed: int):
-    rows = table[table["split"].isin(splits)]
-    if cap is not None and len(rows) > cap:
-        rows = rows.sample(n=cap, random_state=seed).sort_index()
-    out = rows.reset_index(drop=True)
-    out.attrs.update(table.attrs)
-    return out
 
 
 def _dataset(table, split, size: int, seed: int, train: bool):
@@ -79,13 +70,15 @@ def evaluate(model, sets: dict[str, Any], batch_size: int, device: torch.device,
     out: dict[str, float] = {}
     for prefix, dataset in sets.items():
         pred, score = predict(model, dataset, batch_size, device)
-        flat = _flatten_correlations(correlations(pred, score, n_boot=n_boot, seed=seed))
-        out.update({f"{prefix}/{k}": v for k, v in flat.items() if k.split("_")[0] in ("srcc", "plcc", "krcc")})
+        corr = correlations(pred, score, n_boot=n_boot, seed=seed)
+        out.update({f"{prefix}/{k}": v for k, v in corr.items() if k != "n"})
     return out
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train.torch
+
+    from raygrid.data.iqa import subset
 
     cfg = IQAFinetuneConfig.model_validate(loop_config["trial"])
     env = loop.RunEnv(**loop_config["env"])
@@ -107,7 +100,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     table = benchmark_table(cfg.data.train, env.data_root, cfg.seed, env.s3_endpoint_url)
     splits = set(table["split"])
-    train_set = _dataset(_split_table(table, ["train"], cfg.data.max_images, cfg.seed), "train",
+    train_set = _dataset(subset(table, ["train"], cfg.data.max_images, cfg.seed), "train",
                          cfg.data.image_size, cfg.seed, train=True)
     loader = torch.utils.data.DataLoader(
         train_set, batch_size=cfg.data.batch_size, shuffle=True, drop_last=len(train_set) > cfg.data.batch_size,
@@ -119,12 +112,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     eval_sets: dict[str, Any] = {}
     if ctx.is_main:
         val_split = "val" if "val" in splits else "test"
-        eval_sets["val"] = _dataset(_split_table(table, [val_split], cfg.data.max_images, cfg.seed), val_split,
+        eval_sets["val"] = _dataset(subset(table, [val_split], cfg.data.max_images, cfg.seed), val_split,
                                     cfg.data.image_size, cfg.seed, train=False)
         for name in cfg.data.test:
             t = table if name == cfg.data.train else benchmark_table(name, env.data_root, cfg.seed, env.s3_endpoint_url)
             use = ["test"] if name == cfg.data.train else sorted(set(t["split"]))
-            eval_sets[f"test/{name}"] = _dataset(_split_table(t, use, cfg.data.max_images, cfg.seed), use,
+            eval_sets[f"test/{name}"] = _dataset(subset(t, use, cfg.data.max_images, cfg.seed), use,
                                                  cfg.data.image_size, cfg.seed, train=False)
 
     meter = loop.Throughput()
