@@ -250,9 +250,13 @@ class TrialRunLogger(_tune_callback_base()):
             value = result.get(self.metric)
             if value is not None and (rec["best"] is None or (value > rec["best"] if self.mode == "max" else value < rec["best"])):
                 rec["best"], rec["best_path"] = float(value), result["checkpoint_path"]
-        if step <= rec["last_step"]:
-            return  # already logged before a restart
         ts = int(result.get("timestamp", 0) * 1000)
+        if step <= rec["last_step"]:
+            # Already logged before a restart. Where this attempt picked up is still news: a
+            # retry that resumes behind the last logged step must not hide that it restarted.
+            if "progress/start_step" in result:
+                self.client.log_metric(rec["run_id"], "progress/start_step", float(result["progress/start_step"]), ts, step)
+            return
         metrics = [Metric(k, float(v), ts, step) for k, v in result.items()
                    if k not in _TUNE_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)]
         metrics.append(Metric("progress/step", float(step), ts, step))

@@ -40,6 +40,20 @@ def worker_nodes_with_trainers(worker_ids: set[str]) -> set[str]:
     return {a.node_id for a in alive} & worker_ids
 
 
+def registered_checkpoints(s3, bucket: str, prefix: str) -> set[str]:
+    """Train runs under `prefix` whose checkpoint manager snapshot names a latest checkpoint."""
+    import json
+
+    listing = s3.list_objects_v2(Bucket=bucket, Prefix=prefix)
+    runs = set()
+    for obj in listing.get("Contents", []):
+        if obj["Key"].endswith("/checkpoint_manager_snapshot.json"):
+            snapshot = json.loads(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+            if snapshot.get("latest_checkpoint_result"):
+                runs.add(obj["Key"][len(prefix):].split("/")[0])
+    return runs
+
+
 def test_trials_spread_over_nodes_and_survive_losing_one(tmp_path, s3_env):
     import boto3
     import ray
@@ -73,18 +87,20 @@ def test_trials_spread_over_nodes_and_survive_losing_one(tmp_path, s3_env):
         runner.start()
 
         # Wait until both trainers run on the two worker nodes and both trials have a checkpoint
-        # in S3 (keys ray/multinode/train/<trial run>/checkpoint_*/state.pt), so the trial on
-        # the node that goes away has something to resume from.
+        # that Train has *registered*: its run snapshot in S3 names a latest checkpoint. A
+        # state.pt in S3 is not enough: it is uploaded before the controller registers it, and a
+        # node lost in between leaves the retry nothing to resume from.
         deadline = time.time() + 240
         busy: set[str] = set()
+        registered: set[str] = set()
         while time.time() < deadline:
             busy = worker_nodes_with_trainers(worker_ids)
-            listing = s3.list_objects_v2(Bucket="raygrid-multinode", Prefix="ray/multinode/train/")
-            saved = {o["Key"].split("/")[3] for o in listing.get("Contents", []) if o["Key"].endswith("state.pt")}
-            if len(busy) == 2 and len(saved) == 2:
+            registered = registered_checkpoints(s3, "raygrid-multinode", "ray/multinode/train/")
+            if len(busy) == 2 and len(registered) == 2:
                 break
             time.sleep(0.5)
         assert len(busy) == 2, "the two trials did not run on the two worker nodes"
+        assert len(registered) == 2, f"checkpoints registered only for {registered}"
         victim = next(w for w in workers if w.node_id in busy)
         cluster.remove_node(victim)
 

@@ -98,6 +98,25 @@ def test_a_restored_trial_continues_its_run_without_relogging_steps(tmp_path):
     assert [(m.step, m.value) for m in history] == [(30, 20.0), (60, 21.0)]
 
 
+def test_a_retry_that_restarts_behind_the_logged_steps_still_records_where_it_started(tmp_path):
+    # The first attempt logged steps 2 and 4, but only step 2's checkpoint was registered when its
+    # node went away: the retry restarts at 2 and re-reports step 4. Its values are not logged
+    # twice, but its start step is, so the run's history shows the restart.
+    uri, exp, parent = setup_store(tmp_path)
+    log = logger(uri, exp, parent, tmp_path)
+    trial = fake_trial()
+    log.on_trial_start(0, [trial], trial)
+    log.on_trial_result(0, [trial], trial, {"step": 2, "val/psnr_y": 10.0, "progress/start_step": 0})
+    log.on_trial_result(0, [trial], trial, {"step": 4, "val/psnr_y": 11.0})
+    log.on_trial_recover(0, [trial], trial)
+    log.on_trial_result(0, [trial], trial, {"step": 4, "val/psnr_y": 11.5, "progress/start_step": 2})
+    log.on_trial_result(0, [trial], trial, {"step": 6, "val/psnr_y": 12.0})
+    client = tracking.client(uri)
+    run_id = tracking.search_trial_runs(uri, "demo").run_id.iloc[0]
+    assert [m.value for m in client.get_metric_history(run_id, "progress/start_step")] == [0.0, 2.0]
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "val/psnr_y")] == [(2, 10.0), (4, 11.0), (6, 12.0)]
+
+
 def test_failed_trial_is_tagged_with_its_error(tmp_path):
     uri, exp, parent = setup_store(tmp_path)
     log = logger(uri, exp, parent, tmp_path)
