@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raygrid import catalog, storage, tracking
+from raygrid import catalog, io, tracking
 from raygrid.space import SpaceError, Stage, Sweep
 
 
@@ -66,10 +66,6 @@ class SweepResult:
     seconds: float = 0.0
 
 
-def default_data_root() -> str:
-    return os.environ.get("RAYGRID_DATA") or os.environ.get("RAYGRID_CACHE") or str(Path.home() / ".cache" / "raygrid")
-
-
 # ---------------------------------------------------------------------------------------------
 # Preflight: everything a trial would fail on later, checked before anything starts
 # ---------------------------------------------------------------------------------------------
@@ -116,7 +112,7 @@ def preflight(sweep: Sweep, data_root: str, weights_dir: str | None) -> None:
     for name, stage in sweep.stages.items():
         for t in stage.trials:
             gen = t.config.get("generator", {}).get("checkpoint")
-            if gen and not storage.is_s3(gen) and not Path(gen).expanduser().is_file():
+            if gen and not io.is_s3(gen) and not Path(gen).expanduser().is_file():
                 raise SpaceError(sweep.source, f"stages.{name}.base.generator.checkpoint",
                                  f"SwinIR checkpoint {gen} does not exist")
             for ab in (t.config.get("fidelity", {}).get("alpha_beta", ""),):
@@ -151,15 +147,15 @@ def _check_datasets(sweep: Sweep, data_root: str) -> None:
         t0 = time.time()
         build_demo(data_root)
         print(f"demo data ready under {data_root} ({time.time() - t0:.1f} s)")
-    if storage.is_s3(data_root):
+    if io.is_s3(data_root):
         return  # synced by the readers on first use
     for name in sorted(sr):
         root = resolve_sr_root(name, data_root)
-        if not storage.is_s3(root) and not Path(root).exists():
+        if not io.is_s3(root) and not Path(root).exists():
             raise SpaceError(sweep.source, "data_root", f"SR set {name!r}: folder {root} does not exist")
     for name in sorted(iqa):
         root = resolve_benchmark_root(name, data_root)
-        if not storage.is_s3(root) and not Path(root).exists():
+        if not io.is_s3(root) and not Path(root).exists():
             raise SpaceError(sweep.source, "data_root", f"benchmark {name!r}: folder {root} does not exist")
 
 
@@ -202,7 +198,7 @@ def resolve_discriminator_sources(stage: Stage, tracking_uri: str, experiment: s
         score_col = f"tags.raygrid.best.{metric}" if src["pick"] == "best" else f"metrics.{metric}"
         scores = pd.to_numeric(sel[score_col], errors="coerce") if score_col in sel else pd.Series(dtype=float)
         pick = sel.loc[(scores.idxmax() if mode == "max" else scores.idxmin())] if scores.notna().any() else sel.iloc[0]
-        found[t.index] = {"checkpoint": storage.join(pick[ckpt_tag], "state.pt"), "init_from_run": pick["run_id"]}
+        found[t.index] = {"checkpoint": io.join(pick[ckpt_tag], "state.pt"), "init_from_run": pick["run_id"]}
     return found, missing
 
 
@@ -248,11 +244,11 @@ def execute(sweep: Sweep, opts: RunOptions) -> SweepResult:
     out = Path(opts.output_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     storage_uri = opts.storage or str(out / "ray")
-    endpoint = storage.endpoint_from_env(opts.s3_endpoint_url)
+    endpoint = io.endpoint(opts.s3_endpoint_url)
     tracking_uri = opts.tracking_uri or tracking.default_tracking_uri(str(out))
     local_store = tracking_uri.startswith(("sqlite:", "file:")) or "://" not in tracking_uri
     artifact_root = opts.artifact_root or (str(out / "mlartifacts") if local_store else None)
-    data_root = opts.data_root or sweep.spec.data_root or default_data_root()
+    data_root = io.data_root(opts.data_root, sweep.spec.data_root)
     if opts.s3_endpoint_url:
         os.environ.setdefault("RAYGRID_S3_ENDPOINT_URL", opts.s3_endpoint_url)
         os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", opts.s3_endpoint_url)

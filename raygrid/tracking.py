@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from raygrid import storage
+from raygrid import io
 
 TAG_SWEEP = "raygrid.sweep"
 TAG_SWEEP_RUN = "raygrid.sweep_run"
@@ -298,12 +298,12 @@ class TrialRunLogger(_tune_callback_base()):
         full checkpoint's storage location (needed to resume or to initialise transfer runs)."""
         import torch
 
-        fs, _ = storage.filesystem(self.storage_uri, self.endpoint_url)
-        uri = f"s3://{path}" if storage.is_s3(self.storage_uri) else path
+        fs, _ = io.filesystem(self.storage_uri, self.endpoint_url)
+        uri = f"s3://{path}" if io.is_s3(self.storage_uri) else path
         self.client.set_tag(run_id, TAG_CKPT_BEST if which == "best" else TAG_CKPT_FINAL, uri)
         try:
             with tempfile.TemporaryDirectory(prefix="raygrid-art-") as tmp:
-                local = Path(storage.fetch(path, tmp, fs=fs))
+                local = Path(io.fetch(path, tmp, fs=fs))
                 state = torch.load(local / "state.pt", map_location="cpu", weights_only=False)
                 model = {k: v for k, v in state.items() if not k.startswith("opt") and k != "rng"}
                 out = Path(tmp) / "export"

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from raygrid import storage
+from raygrid import io
 from raygrid.space import Stage, SpaceError, _set_dotted
 
 DRIVER_CPU = 0.01  # the trial driver only waits on its trainer
@@ -62,7 +62,7 @@ def trial_driver(config: dict[str, Any], env: dict[str, Any], stage: dict[str, A
     per_worker = {"CPU": res["cpus_per_worker"]}
     if res["gpus_per_worker"]:
         per_worker["GPU"] = res["gpus_per_worker"]
-    fs, path = storage.filesystem(stage["train_storage"], env.get("s3_endpoint_url"))
+    fs, path = io.filesystem(stage["train_storage"], env.get("s3_endpoint_url"))
     trainer = TorchTrainer(
         loop_for(spec["trial"]["trainable"]),
         train_loop_config={"trial": spec["trial"], "env": env,
@@ -155,7 +155,7 @@ def run_stage(stage: Stage, run: StageRun, specs: list[dict[str, Any]]):
     stage_info = {
         "name": stage.name, "metric": sched.metric, "mode": sched.mode,
         "resources": spec.resources.model_dump(),
-        "train_storage": storage.join(run.storage_uri, run.sweep_name, "train"),
+        "train_storage": io.join(run.storage_uri, run.sweep_name, "train"),
     }
     searcher = None
     if spec.search is None:
@@ -172,7 +172,7 @@ def run_stage(stage: Stage, run: StageRun, specs: list[dict[str, Any]]):
     if sched.kind == "asha":
         scheduler = ASHAScheduler(time_attr="step", max_t=spec.budget.steps, grace_period=sched.grace_period,
                                   reduction_factor=sched.reduction_factor)
-    fs, path = storage.filesystem(run.storage_uri, run.env.get("s3_endpoint_url"))
+    fs, path = io.filesystem(run.storage_uri, run.env.get("s3_endpoint_url"))
     name = f"{run.sweep_name}-{stage.name}"
     exp_path = f"{path.rstrip('/')}/{name}"
     if run.resume and tune.Tuner.can_restore(exp_path, storage_filesystem=fs):

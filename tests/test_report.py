@@ -102,16 +102,16 @@ def test_sr_samples_and_runs_without_weights(report, store):
     assert html.count("holds no generator weights") == 3
     data = load_sweep(store["experiment"], store["tracking_uri"])
     reps = A.representative_runs(data)
-    from raygrid.data.demo import default_data_root
+    from raygrid.io import data_root
 
-    tiles, notes = sr_sample_tiles(data, reps.head(2), default_data_root())
+    tiles, notes = sr_sample_tiles(data, reps.head(2), data_root())
     # LR, the SR of the two vgg16_r runs (both have weights), HR: 32×32 LR crop → 128×128
     assert tiles[0][0].startswith("LR (") and tiles[-1][0] == "HR" and len(tiles) == 4
     assert all(t[1].shape == (128, 128, 3) for t in tiles) and notes == []
     assert not np.allclose(tiles[1][1], tiles[2][1])  # two different generators
     # a run without checkpoint artifacts (an assess run) gets a note, not an exception
     assess_run = data.stage("assess").iloc[:1].assign(**{"params.data.val": reps.iloc[0]["params.data.val"]})
-    tiles, notes = sr_sample_tiles(data, assess_run, default_data_root())
+    tiles, notes = sr_sample_tiles(data, assess_run, data_root())
     assert len(tiles) == 2 and "no checkpoints/best/model.pt artifact" in notes[0]
 
 

@@ -33,7 +33,15 @@ import pandas as pd
 from raygrid import catalog, tracking
 from raygrid.analysis import asymmetry as A
 from raygrid.analysis import figures as F
-from raygrid.analysis.sweep_data import NOT_RUN, SweepData, _json_list, _to_float, download_artifact, load_sweep
+from raygrid.analysis.sweep_data import (
+    NOT_RUN,
+    SweepData,
+    _json_list,
+    _to_float,
+    download_artifact,
+    download_text,
+    load_sweep,
+)
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "dashboards" / "report.html"
 MISSING = "—"
@@ -471,29 +479,27 @@ def _curves(data: SweepData, sec: Section, files: dict[str, bytes], opts: Report
 
 
 def _data_root(data: SweepData, explicit: str | None) -> str:
-    """Where the SR val sets are: the explicit argument, else the sweep's space file's data_root
-    (tag raygrid.space of the sweep run), else raygrid's default (where the demo data lives)."""
-    if explicit:
-        return explicit
-    from raygrid.data.demo import default_data_root
+    """Where the SR val sets are: raygrid's one data-root rule (`raygrid.io.data_root`) with the
+    explicit argument first, then the data_root of the space the sweep run logged (its
+    `space.yaml` artifact)."""
+    from raygrid import io
 
+    if explicit:
+        return io.data_root(explicit)
     for run_id in reversed(data.sweep_run_ids):
         root = _space_data_root(data.tracking_uri, run_id)
         if root:
-            return root
-    return default_data_root()
+            return io.data_root(None, root)
+    return io.data_root()
 
 
 def _space_data_root(tracking_uri: str, run_id: str) -> str | None:
-    """data_root of the space file a sweep run names (tag raygrid.space), if that file is here."""
+    """data_root of the validated space a sweep run logged as its `space.yaml` artifact."""
     import yaml
 
     try:
-        source = tracking.client(tracking_uri).get_run(run_id).data.tags.get("raygrid.space")
-        if not source or not Path(source).is_file():
-            return None
-        return (yaml.safe_load(Path(source).read_text()) or {}).get("data_root")
-    except Exception:  # noqa: BLE001 — an unreadable run or file: the caller falls back to the default
+        return (yaml.safe_load(download_text(tracking_uri, run_id, "space.yaml")) or {}).get("data_root")
+    except Exception:  # noqa: BLE001 — no such artifact (an older run): the caller falls back to the default
         return None
 
 

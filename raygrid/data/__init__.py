@@ -1,4 +1,4 @@
-"""raygrid data: SR training/test sets, IQA benchmark readers, the offline demo data, S3 sync.
+"""raygrid data: SR training/test sets, IQA benchmark readers, the offline demo data.
 
 Submodules import torch; this package does not, so `import raygrid.data` stays cheap and names
 are resolved on first access:
@@ -6,7 +6,6 @@ are resolved on first access:
   raygrid.data.sr       SRTrainSet, SRTestSet, resolve_sr_root
   raygrid.data.iqa      load_benchmark, resolve_benchmark_root, IQADataset, READERS, errors
   raygrid.data.demo     build_demo
-  raygrid.data.storage  sync_s3_prefix
   raygrid.data.images   decoding helpers, ImageDecodeError, DatasetRootError
 """
 
@@ -26,7 +25,6 @@ _EXPORTS = {
     "MissingImageError": "iqa",
     "check_images": "iqa",
     "build_demo": "demo",
-    "sync_s3_prefix": "storage",
     "ImageDecodeError": "images",
     "DatasetRootError": "images",
 }

@@ -54,6 +54,7 @@ from scipy.ndimage import gaussian_filter
 from scipy.stats import norm
 
 from raygrid import catalog
+from raygrid.io import local_root
 from raygrid.data.images import bicubic_downscale, to_tensor, to_uint8, write_rgb
 
 log = logging.getLogger(__name__)
@@ -273,10 +274,6 @@ DEMO_NAMES = {
 }
 
 
-def default_data_root() -> str:
-    return os.environ.get("RAYGRID_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "raygrid")
-
-
 def _paths(data_root: Path) -> dict[str, str]:
     return {name: str(data_root / folder) for name, folder in DEMO_NAMES.items()}
 
@@ -289,10 +286,11 @@ def _marker_version(demo_dir: Path) -> int | None:
 
 
 def build_demo(data_root: str | None = None, force: bool = False) -> dict[str, str]:
-    """Build the demo sets under `data_root` (default: $RAYGRID_CACHE or ~/.cache/raygrid) unless a
-    current build is there; returns {catalog name: folder} for demo_sr_train, demo_sr_val,
-    demo_fr and demo_nr. Offline; about 1-2 s and 6 MB. Safe to call from many processes at once."""
-    root = Path(os.path.expanduser(data_root or default_data_root()))
+    """Build the demo sets under `data_root` (None or an S3 prefix: the cache root, see
+    `raygrid.io.local_root`) unless a current build is there; returns {catalog name: folder} for
+    demo_sr_train, demo_sr_val, demo_fr and demo_nr. Offline; about 1-2 s and 6 MB. Safe to call
+    from many processes at once."""
+    root = Path(local_root(data_root))
     demo_dir = root / "demo"
     # Every catalog folder of the demo sets must live in demo/, which is what gets renamed.
     assert all(f.startswith("demo/") for f in DEMO_NAMES.values())

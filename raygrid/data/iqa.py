@@ -57,7 +57,8 @@ from raygrid.data.images import (
     resize_rgb,
     to_tensor,
 )
-from raygrid.data.storage import ensure_local, is_s3_uri
+from raygrid.io import ensure_local
+from raygrid.io import is_s3 as is_s3_uri
 
 log = logging.getLogger(__name__)
 

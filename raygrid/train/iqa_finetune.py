@@ -22,12 +22,12 @@ from raygrid.train.assess import benchmark_table
 def build_model(cfg: IQAFinetuneConfig, weights_dir: str | None) -> torch.nn.Module:
     from raygrid.nets.iqa import create_iqa_model
 
-    from raygrid import storage
+    from raygrid import io
 
     m = cfg.model
     ckpt = m.discriminator_checkpoint
-    if ckpt and storage.is_s3(ckpt):  # an optimize trial's checkpoint in S3 storage
-        ckpt = storage.fetch(ckpt, tempfile.mkdtemp(prefix="raygrid-disc-"))
+    if ckpt and io.is_s3(ckpt):  # an optimize trial's checkpoint in S3 storage
+        ckpt = io.fetch(ckpt, tempfile.mkdtemp(prefix="raygrid-disc-"))
     return create_iqa_model(
         m.kind, m.backbone, init=m.init, weights=m.weights,
         discriminator_checkpoint=ckpt, weights_dir=weights_dir,
