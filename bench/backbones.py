@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from raygrid.catalog import BACKBONES
+from raygrid.spec.backbones import BACKBONES
 from raygrid.nets.backbones import create_backbone
 
 BASELINE = "vgg16"

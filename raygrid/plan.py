@@ -1,7 +1,7 @@
 """The plan: what a sweep will run, stage by stage, before anything runs.
 
 `make_plan(sweep)` turns a validated search space into per-stage trial lists, resources and a
-GPU-hour estimate; `format_plan` prints it (the `--dry-run`), `plan_to_json` writes it
+GPU-hour estimate (each trial's FLOPs come from its trainable's record, raygrid.spec.trainables); `format_plan` prints it (the `--dry-run`), `plan_to_json` writes it
 (`--plan-out`). No torch and no Ray here: the dry run stays a few seconds.
 """
 
@@ -88,7 +88,8 @@ def plan_to_json(plan: Plan, sweep: Sweep) -> dict[str, Any]:
     for sp in out["stages"]:
         stage = sweep.stages[sp["name"]]
         sp["trial_list"] = [
-            {"index": t.index, "key": t.key, "point": t.point, "config": t.config} for t in stage.trials
+            {"index": t.index, "key": t.key, "point": t.point, "config": t.config.model_dump(mode="json")}
+            for t in stage.trials
         ]
     return out
 

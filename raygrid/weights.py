@@ -1,14 +1,15 @@
 """Pretrained-weight resolution: a weights spec -> a local file, a fixed seed, or random init.
 
 Every pretrained component raygrid uses resolves to an explicit local file listed in MANIFEST
-(logical name -> expected file name, sha256 where known). Nothing here downloads: a file is taken
+(logical name -> expected file name, sha256 where known): the pretrained tags of every backbone
+record (raygrid.spec.backbones) plus the few files that belong to no backbone. Nothing here downloads: a file is taken
 from the weights directory first, then from the cache the owning library would have filled
 (torch hub for torchvision/pyiqa files, the Hugging Face cache for timm/open_clip files), and a
 missing file raises MissingWeightsError naming the file and every folder searched.
 
 Specs a backbone accepts:
   "random"      random init (VGG-16-R: its fixed-seed init, which *is* that backbone)
-  "imagenet"    the backbone's default pretrained tag (DEFAULT_TAGS; e.g. CLIP's OpenAI weights,
+  "imagenet"    the backbone's default pretrained tag (BackboneSpec.default_tag; e.g. CLIP's OpenAI weights,
                 DINOv2's LVD-142M weights: "imagenet" means "the standard pretrained weights")
   "<tag>"       a named pretrained tag, e.g. "a1_in1k" for resnet50 (any timm tag for timm models)
   "file:PATH"   an explicit checkpoint file, loaded through the same library hook
@@ -25,121 +26,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from raygrid.catalog import BACKBONES, TIMM_PREFIX, is_backbone
+from raygrid.spec.backbones import (
+    BACKBONES,
+    TIMM_PREFIX,
+    Normalization,
+    WeightFile,
+    is_backbone,
+    timm_weights,
+    unknown_backbone,
+)
 
 ENV_WEIGHTS_DIR = "RAYGRID_WEIGHTS"
 FILE_PREFIX = "file:"
 RANDOM = "random"
 PRETRAINED = "imagenet"  # alias for the backbone's default pretrained tag
 
-
-@dataclass(frozen=True)
-class Normalization:
-    """Per-channel input statistics the weights were trained with (RGB, inputs in [0,1])."""
-
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-
-IMAGENET_NORM = Normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-CLIP_NORM = Normalization((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
-# [0,1] -> [-1,1]: for trunks trained from scratch (the plain conv discriminator trunk).
-SYMMETRIC_NORM = Normalization((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-
-
-@dataclass(frozen=True)
-class WeightEntry:
-    """One pretrained artifact: where raygrid expects it and how to recognise it."""
-
-    key: str  # logical name, e.g. "vgg16.tv_in1k"
-    file: str | None  # expected file name in the weights dir (None: seeded init, no file)
-    sha256: str | None = None  # full hex digest, or the prefix that torchvision file names embed
-    norm: Normalization = IMAGENET_NORM
-    # Library caches searched after the weights dir; nothing is downloaded.
-    torch_hub: tuple[str, ...] = ()  # paths relative to torch.hub.get_dir()
-    hf_hub: tuple[tuple[str, str], ...] = ()  # (repo_id, filename) in the Hugging Face cache
-    source: str = ""  # where to get the file by hand (shown in errors)
-    seed: int | None = None  # seeded init instead of a file
-
-
-# Seed of VGG-16-R's weights: every build of "vgg16_r" has identical weights.
-VGG16_R_SEED = 20250925
-
-# The library artefact behind each timm-built backbone (weights.py owns it so that check_weights
-# can name timm files without importing timm).
-TIMM_ARCHS: dict[str, str] = {
-    "resnet50": "resnet50",
-    "convnext_tiny": "convnext_tiny",
-    "swin_tiny": "swin_tiny_patch4_window7_224",
-    "dinov2_vits14": "vit_small_patch14_dinov2",
-}
-OPEN_CLIP_ARCHS: dict[str, str] = {"clip_vit_b16": "ViT-B-16-quickgelu"}  # OpenAI weights use QuickGELU
-
-# "imagenet" -> this tag. raygrid's choices (paper.md): the classic torchvision ImageNet-1k
-# weights for VGG/ResNet (what IQA papers fine-tune), FB ImageNet-1k ConvNeXt-T, MS Swin-T,
-# OpenAI CLIP, DINOv2 LVD-142M.
-DEFAULT_TAGS: dict[str, str] = {
-    "vgg16_r": "seed",
-    "vgg16": "tv_in1k",
-    "resnet50": "tv_in1k",
-    "convnext_tiny": "fb_in1k",
-    "clip_vit_b16": "openai",
-    "swin_tiny": "ms_in1k",
-    "dinov2_vits14": "lvd142m",
-}
-
-
-def _timm_entry(arch: str, tag: str, key: str | None = None, **kw) -> WeightEntry:
-    # timm's Hugging Face repos are "timm/<arch>.<tag>" holding model.safetensors; in the
-    # weights dir the file is kept as "<arch>.<tag>.safetensors" so names never collide.
-    return WeightEntry(
-        key=key or f"{arch}.{tag}",
-        file=f"{arch}.{tag}.safetensors",
-        hf_hub=((f"timm/{arch}.{tag}", "model.safetensors"),),
-        source=f"https://huggingface.co/timm/{arch}.{tag} (model.safetensors, renamed)",
-        **kw,
-    )
-
-
-MANIFEST: dict[str, WeightEntry] = {
+# Every weight file raygrid knows: each backbone's pretrained tags (raygrid.spec.backbones) plus
+# the files that belong to no backbone.
+MANIFEST: dict[str, WeightFile] = {
     e.key: e
     for e in [
-        WeightEntry(
-            "vgg16_r.seed",
-            file=None,
-            seed=VGG16_R_SEED,
-            source="no file: kaiming-normal(fan_out, relu) conv init, zero bias, seed VGG16_R_SEED",
-        ),
-        WeightEntry(
-            "vgg16.tv_in1k",
-            file="vgg16-397923af.pth",
-            sha256="397923af",  # torchvision names files after their sha256 prefix
-            torch_hub=("checkpoints/vgg16-397923af.pth",),
-            source="https://download.pytorch.org/models/vgg16-397923af.pth",
-        ),
-        _timm_entry(
-            "resnet50",
-            "tv_in1k",
-            key="resnet50.tv_in1k",
-            # timm's resnet50 uses torchvision's key names, so torchvision's own file loads too.
-            torch_hub=("checkpoints/resnet50-0676ba61.pth",),
-        ),
-        _timm_entry("convnext_tiny", "fb_in1k", key="convnext_tiny.fb_in1k"),
-        _timm_entry("swin_tiny_patch4_window7_224", "ms_in1k", key="swin_tiny.ms_in1k"),
-        _timm_entry("vit_small_patch14_dinov2", "lvd142m", key="dinov2_vits14.lvd142m"),
-        WeightEntry(
-            "clip_vit_b16.openai",
-            file="ViT-B-16.openai.safetensors",
-            norm=CLIP_NORM,
-            hf_hub=(
-                ("timm/vit_base_patch16_clip_224.openai", "open_clip_model.safetensors"),
-                ("timm/vit_base_patch16_clip_224.openai", "open_clip_pytorch_model.bin"),
-            ),
-            source="https://huggingface.co/timm/vit_base_patch16_clip_224.openai "
-            "(open_clip_model.safetensors, renamed)",
-        ),
+        *(w for b in BACKBONES.values() for w in b.pretrained),
         # DISTS alpha/beta: the DISTS_pytorch-0.1 wheel's weights.pt = pyiqa's DISTS_weights-f5e65c96.pth.
-        WeightEntry(
+        WeightFile(
             "dists.alpha_beta",
             file="DISTS_weights-f5e65c96.pth",
             sha256="f5e65c96230b7f6ca995691647d482237e4cab8a50c5c4a5784f219ef0748218",
@@ -148,7 +57,7 @@ MANIFEST: dict[str, WeightEntry] = {
             "https://huggingface.co/chaofengc/IQA-PyTorch-Weights (DISTS_weights-f5e65c96.pth)",
         ),
         # PSNR-trained SwinIR-M x4 (classical SR, DF2K, 64 px training patches, window 8).
-        WeightEntry(
+        WeightFile(
             "swinir_m_x4.classical_df2k",
             file="001_classicalSR_DF2K_s64w8_SwinIR-M_x4.pth",
             source="https://github.com/JingyunLiang/SwinIR/releases/download/v0.0/"
@@ -219,7 +128,7 @@ def _hf_cached(repo_id: str, filename: str) -> tuple[Path | None, str]:
 # ---------------------------------------------------------------------------------------------
 
 
-def find_file(entry: WeightEntry, weights_dir: str | os.PathLike | None = None) -> Path:
+def find_file(entry: WeightFile, weights_dir: str | os.PathLike | None = None) -> Path:
     """Locate entry's file: weights dir first, then library caches. Raises MissingWeightsError."""
     if entry.file is None:
         raise ValueError(f"{entry.key!r} is a seeded init and has no file")
@@ -259,7 +168,7 @@ def sha256_of(path: str | os.PathLike) -> str:
     return _VERIFIED[memo]
 
 
-def verify_file(entry: WeightEntry, path: Path) -> None:
+def verify_file(entry: WeightFile, path: Path) -> None:
     """Check path against entry.sha256 (a full digest or a prefix). No-op when unknown."""
     if not entry.sha256:
         return
@@ -302,46 +211,41 @@ def _timm_default_tag(arch: str) -> str:
     return cfg.tag
 
 
-def _entry_for(backbone: str, spec: str) -> WeightEntry:
-    """The manifest entry a pretrained spec means for this backbone (synthesised for timm tags)."""
+def _entry_for(backbone: str, spec: str) -> WeightFile:
+    """The weight file a pretrained spec means for this backbone (synthesised for timm tags)."""
     if backbone.startswith(TIMM_PREFIX):
         arch, tag = _split_timm(backbone)
         if spec != PRETRAINED:
             if tag is not None and spec != tag:
                 raise ValueError(f"backbone {backbone!r} already names tag {tag!r}; got weights {spec!r}")
             tag = spec
-        return _timm_entry(arch, tag or _timm_default_tag(arch))
-    tag = DEFAULT_TAGS[backbone] if spec == PRETRAINED else spec
-    key = f"{backbone}.{tag}"
-    if key in MANIFEST:
-        return MANIFEST[key]
-    if backbone in TIMM_ARCHS:  # any other timm tag of a timm-built backbone
-        return _timm_entry(TIMM_ARCHS[backbone], tag, key=key)
-    known = sorted(k.split(".", 1)[1] for k in MANIFEST if k.startswith(backbone + "."))
+        tag = tag or _timm_default_tag(arch)
+        return timm_weights(f"{arch}.{tag}", arch, tag)
+    record = BACKBONES[backbone]
+    tag = record.default_tag if spec == PRETRAINED else spec
+    if tag in record.tags:
+        return record.tags[tag]
+    if record.library == "timm":  # any other timm tag of a timm-built backbone
+        return timm_weights(f"{backbone}.{tag}", record.arch, tag)
     raise ValueError(
         f"unknown weights {spec!r} for backbone {backbone!r}; expected 'random', 'imagenet', "
-        f"'file:PATH' or one of the tags {known}"
+        f"'file:PATH' or one of the tags {sorted(record.tags)}"
     )
-
-
-def _check_backbone(backbone: str) -> None:
-    if not is_backbone(backbone):
-        raise ValueError(
-            f"unknown backbone {backbone!r}; expected one of {', '.join(BACKBONES)} or "
-            f"'{TIMM_PREFIX}<timm model name>'"
-        )
 
 
 def resolve_weights(
     backbone: str, spec: str = RANDOM, weights_dir: str | os.PathLike | None = None, verify: bool = True
 ) -> WeightSource:
     """Resolve a backbone's weights spec to a WeightSource (file found and, if known, hash-checked)."""
-    _check_backbone(backbone)
+    if not is_backbone(backbone):
+        raise ValueError(unknown_backbone(backbone))
     if not isinstance(spec, str) or not spec:
         raise ValueError(f"weights spec must be a non-empty string, got {spec!r}")
-    if backbone == "vgg16_r" and spec in (RANDOM, PRETRAINED, "seed"):
+    record = BACKBONES.get(backbone)
+    if record is not None and record.fixed_init and spec in (RANDOM, PRETRAINED, record.default_tag):
         # VGG-16-R *is* VGG-16 with fixed-seed random weights; "random" must not mean another draw.
-        return WeightSource(backbone, spec, "seeded", tag="seed", seed=MANIFEST["vgg16_r.seed"].seed)
+        default = record.tags[record.default_tag]
+        return WeightSource(backbone, spec, "seeded", tag=default.tag, seed=default.seed)
     if spec == RANDOM:
         return WeightSource(backbone, spec, "random")
     if spec.startswith(FILE_PREFIX):
@@ -353,7 +257,7 @@ def resolve_weights(
     path = find_file(entry, weights_dir)
     if verify:
         verify_file(entry, path)
-    return WeightSource(backbone, spec, "file", path=path, tag=entry.key.rsplit(".", 1)[-1], norm=entry.norm)
+    return WeightSource(backbone, spec, "file", path=path, tag=entry.tag, norm=entry.norm)
 
 
 def check_weights(backbone: str, spec: str = RANDOM, weights_dir: str | os.PathLike | None = None) -> Path | None:

@@ -18,10 +18,6 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 os.environ.setdefault("RAYGRID_CACHE", os.path.join(_CACHE, "raygrid"))
 
 
-# ---------------------------------------------------------------------------------------------
-# A real S3 API on loopback (moto_server), for tests of S3 storage and artifacts.
-# ---------------------------------------------------------------------------------------------
-
 import shutil  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
@@ -30,6 +26,36 @@ import time  # noqa: E402
 import urllib.request  # noqa: E402
 
 import pytest  # noqa: E402
+
+
+# ---------------------------------------------------------------------------------------------
+# Backbones with random weights, built once per session
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def backbone():
+    """backbone(name) -> that backbone with random weights (seed 0), in eval mode, built once per
+    session: building timm/open_clip networks is the slow part of many tests. Shared, so a test
+    must not train or modify it (build its own with create_backbone for that)."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            import torch
+
+            from raygrid.nets.backbones import create_backbone
+
+            torch.manual_seed(0)
+            cache[name] = create_backbone(name).eval()
+        return cache[name]
+
+    return get
+
+
+# ---------------------------------------------------------------------------------------------
+# A real S3 API on loopback (moto_server), for tests of S3 storage and artifacts.
+# ---------------------------------------------------------------------------------------------
 
 
 def _free_port() -> int:

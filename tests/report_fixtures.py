@@ -1,6 +1,6 @@
 """A small MLflow store with known values, written through raygrid's own tracking code.
 
-Runs are logged by `raygrid.tracking.TrialRunLogger` (the Tune callback the sweep uses) driven by
+Runs are logged by `raygrid.run.tracking.TrialRunLogger` (the Tune callback the sweep uses) driven by
 fake trial objects, under a sweep run made by `tracking.start_sweep_run` with the `plan.json` the
 runner logs. Every number below is chosen so that the tables and statistics can be computed by
 hand (tests/test_analysis.py does, in comments next to each expected value).
@@ -28,7 +28,6 @@ best step (20; step 30 = −.05): imagenet .90/.85, discriminator .82/.78, rando
 from __future__ import annotations
 
 import atexit
-import copy
 import json
 import os
 import shutil
@@ -191,8 +190,8 @@ def assess_values(backbone: str, bench: str, fit_on: str | None) -> dict[str, fl
 
 
 def _fake_trial(trial_id: str, trial, meta_extra: dict[str, Any] | None = None):
-    meta = {"trial_key": trial.key, "point": trial.point, "index": trial.index, **(meta_extra or {})}
-    return types.SimpleNamespace(trial_id=trial_id, config={"spec": {"trial": copy.deepcopy(trial.config), "meta": meta}},
+    # what Tune hands the callback: the trial's JSON form (Trial.to_json), as the runner builds it
+    return types.SimpleNamespace(trial_id=trial_id, config={"spec": trial.to_json(**(meta_extra or {}))},
                                  status="RUNNING", error_file=None)
 
 
@@ -232,8 +231,9 @@ def build_store(root: Path, tracking_uri: str | None = None, partial: bool = Fal
     partial=True logs the same plan but only the assess stage (a sweep that stopped after it).
     Returns {"tracking_uri", "experiment", "sweep_run_id", "run_ids": {(stage, point...): run_id}}.
     """
-    from raygrid import tracking
+    from raygrid.run import tracking
     from raygrid.plan import make_plan, plan_to_json
+    from raygrid.spec import mlflow as names
     from raygrid.space import parse_space
 
     root = Path(root)
@@ -243,7 +243,7 @@ def build_store(root: Path, tracking_uri: str | None = None, partial: bool = Fal
     sweep = parse_space(space_dict(name), source=f"<{name}>")
     exp_id = tracking.ensure_experiment(uri, name, str(root / "mlartifacts"))
     sweep_run_id, _ = tracking.start_sweep_run(uri, exp_id, name, str(root / "ray"), resume=False)
-    client = tracking.client(uri)
+    client = names.client(uri)
     (root / "plan.json").write_text(json.dumps(plan_to_json(make_plan(sweep), sweep), default=str))
     client.log_artifact(sweep_run_id, str(root / "plan.json"))
 
@@ -258,7 +258,7 @@ def build_store(root: Path, tracking_uri: str | None = None, partial: bool = Fal
     # -- assess -------------------------------------------------------------------------------
     cb = logger("assess")
     for t in sweep.stages["assess"].trials:
-        b, bench, fit = t.config["fidelity"]["backbone"], t.config["benchmark"], t.config["fit_on"]
+        b, bench, fit = t.config.fidelity.backbone, t.config.benchmark, t.config.fit_on
         if (b, bench, fit) == ASSESS_NOT_RUN:
             continue
         trial = _fake_trial(f"assess_{t.index:05d}", t)
@@ -277,8 +277,8 @@ def build_store(root: Path, tracking_uri: str | None = None, partial: bool = Fal
     # -- optimize -----------------------------------------------------------------------------
     cb = logger("optimize")
     for t in sweep.stages["optimize"].trials:
-        b = t.config["fidelity"]["backbone"]
-        d, w = t.config["adversarial"]["discriminator"], float(t.config["loss"]["adversarial_weight"])
+        b = t.config.fidelity.backbone
+        d, w = t.config.adversarial.discriminator, float(t.config.loss.adversarial_weight)
         cell = (b, d, w)
         trial = _fake_trial(f"optimize_{t.index:05d}", t)
         cb.on_trial_start(0, [trial], trial)
@@ -306,7 +306,7 @@ def build_store(root: Path, tracking_uri: str | None = None, partial: bool = Fal
     cb = logger("transfer")
     source = run_ids[("optimize", V, "patch_resnet50", 0.05)]
     for t in sweep.stages["transfer"].trials:
-        init, seed = t.config["model"]["init"], t.config["seed"]
+        init, seed = t.config.model.init, t.config.seed
         extra = {"init_from_run": source} if init == "discriminator" else None
         trial = _fake_trial(f"transfer_{t.index:05d}", t, extra)
         cb.on_trial_start(0, [trial], trial)

@@ -1,6 +1,6 @@
 """The asymmetry analysis against hand-computed numbers.
 
-The store (tests/report_fixtures.py) is written through raygrid.tracking.TrialRunLogger; every
+The store (tests/report_fixtures.py) is written through raygrid.run.tracking.TrialRunLogger; every
 expected value below is derived by hand from the fixture's tables in the comment next to it.
 Backbones: r = vgg16_r, v = vgg16, res = resnet50, c = convnext_tiny.
 """
@@ -150,7 +150,7 @@ def test_optimization_table(tables):
     assert row["status"] == "ok" and row["step"] == 30
     failed = _row(opt, backbone=C, discriminator="patch_resnet50", adv_weight=0.01)
     assert failed["n_seeds"] == 0 and failed["status"] == "0/1 ok, 1 failed" and math.isnan(failed["val/psnr_y"])
-    # "none" first within a backbone, backbones in the catalog's order
+    # "none" first within a backbone, backbones in the order of their records (raygrid.spec)
     assert list(opt["backbone"].drop_duplicates()) == [R, V, RES, C]
     assert opt.iloc[0]["discriminator"] == "none"
     cells = A.optimization_cells(opt)

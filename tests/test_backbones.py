@@ -5,40 +5,19 @@ import math
 import pytest
 import torch
 
-from raygrid import catalog
+from raygrid import spec
 from raygrid.nets import backbones as bb
-from raygrid.nets.backbones import create_backbone, list_backbones
+from raygrid.nets.backbones import create_backbone
 
-# Declared stage channels and strides (paper.md "raygrid's choices"; ray-mlflow.md §10).
-EXPECTED = {
-    "vgg16_r": ([64, 128, 256, 512, 512], [1, 2, 4, 8, 16]),
-    "vgg16": ([64, 128, 256, 512, 512], [1, 2, 4, 8, 16]),
-    "resnet50": ([64, 256, 512, 1024, 2048], [2, 4, 8, 16, 32]),
-    "convnext_tiny": ([96, 192, 384, 768], [4, 8, 16, 32]),
-    "clip_vit_b16": ([768] * 4, [16] * 4),
-    "swin_tiny": ([96, 192, 384, 768], [4, 8, 16, 32]),
-    "dinov2_vits14": ([384] * 4, [14] * 4),
-    "timm:resnet18": ([64, 64, 128, 256, 512], [2, 4, 8, 16, 32]),
-}
+# Every record's declared stage layout, plus the free "timm:" form (ResNet-18's stem + 4 stages).
+EXPECTED = {name: (list(b.channels), list(b.reductions)) for name, b in spec.BACKBONES.items()}
+EXPECTED["timm:resnet18"] = ([64, 64, 128, 256, 512], [2, 4, 8, 16, 32])
 SIZES = [(64, 64), (96, 96), (125, 83)]  # SR crops and an odd validation-image size
 
 
-@pytest.fixture(scope="module")
-def nets():
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            torch.manual_seed(0)
-            cache[name] = create_backbone(name).eval()
-        return cache[name]
-
-    return get
-
-
-def test_registry_matches_catalog():
-    assert set(list_backbones()) == set(catalog.BACKBONES)
-    assert set(EXPECTED) - {"timm:resnet18"} == set(catalog.BACKBONES)
+@pytest.fixture
+def nets(backbone):
+    return backbone  # the session's random-weight backbones (tests/conftest.py)
 
 
 def test_unknown_backbone_is_a_clear_error():
@@ -46,8 +25,6 @@ def test_unknown_backbone_is_a_clear_error():
         create_backbone("vgg19")
     with pytest.raises(ValueError, match="'resnet5000' is not a timm model"):
         create_backbone("timm:resnet5000")
-    with pytest.raises(ValueError, match="registered twice"):
-        bb.register_backbone("vgg16")(lambda s: None)
 
 
 @pytest.mark.parametrize("name", list(EXPECTED))

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 import yaml
 
+from raygrid.cli import main as raygrid_main
 from raygrid.cluster import (
     ClusterConfigError,
     find_placeholders,
     instance_gpus,
-    main,
     parse_exports,
     validate_cluster_config,
 )
@@ -243,7 +243,7 @@ def test_unreadable_and_non_mapping_files(tmp_path):
 
 
 def test_cli_ok_on_shipped_file_with_placeholder_warnings(capsys):
-    assert main(["check", str(SHIPPED)]) == 0
+    assert raygrid_main(["cluster", "check", str(SHIPPED)]) == 0
     out, err = capsys.readouterr()
     assert out.startswith(f"ok: {SHIPPED}")
     warnings = err.strip().splitlines()
@@ -251,7 +251,7 @@ def test_cli_ok_on_shipped_file_with_placeholder_warnings(capsys):
 
 
 def test_cli_strict_fails_on_placeholders(capsys):
-    assert main(["check", "--strict", str(SHIPPED)]) == 2
+    assert raygrid_main(["cluster", "check", "--strict", str(SHIPPED)]) == 2
     out, err = capsys.readouterr()
     assert out == "" and len(err.strip().splitlines()) == 1
     assert "is a placeholder" in err
@@ -259,7 +259,7 @@ def test_cli_strict_fails_on_placeholders(capsys):
 
 def test_cli_error_is_one_line_naming_file_and_field(tmp_path, shipped, capsys):
     path = _broken(tmp_path, shipped, lambda c: _rename(c["provider"], "region", "regoin"))
-    assert main(["check", str(path)]) == 2
+    assert raygrid_main(["cluster", "check", str(path)]) == 2
     out, err = capsys.readouterr()
     assert out == ""
     assert err.strip().splitlines() == [

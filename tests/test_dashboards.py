@@ -1,6 +1,6 @@
 """dashboards/raygrid.json: valid Grafana JSON whose every query names a metric raygrid exports.
 
-raygrid's gauges (raygrid.telemetry.EXPORTED) reach Prometheus with Ray's `ray_` prefix; a
+raygrid's gauges (raygrid.run.telemetry.EXPORTED) reach Prometheus with Ray's `ray_` prefix; a
 counter would add `_total`. The PromQL here is parsed just enough to pull out metric names: string
 literals, label matchers, range selectors and grouping clauses are removed, then every remaining
 identifier that is not a function, keyword or Grafana variable is a metric name.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from raygrid.telemetry import EXPORTED
+from raygrid.run.telemetry import EXPORTED
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "dashboards" / "raygrid.json"

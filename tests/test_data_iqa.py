@@ -12,12 +12,10 @@ import scipy.io
 import torch
 from PIL import Image
 
-from raygrid import catalog
 from raygrid.data.images import DatasetRootError, ImageDecodeError
 from raygrid.data.iqa import (
     LIVE_FOLDERS,
     READERS,
-    SPECS,
     BenchmarkFormatError,
     IQADataset,
     MissingImageError,
@@ -26,6 +24,7 @@ from raygrid.data.iqa import (
     resolve_benchmark_root,
     split_groups,
 )
+from raygrid.spec.datasets import BENCHMARKS
 
 SIDE = 12
 
@@ -169,11 +168,12 @@ def make_livec(root, n=10):
 # --- the registry -------------------------------------------------------------------------------
 
 
-def test_readers_cover_the_catalog():
-    assert set(READERS) == set(catalog.BENCHMARKS)
-    assert set(SPECS) == set(catalog.BENCHMARKS)
-    for name, info in catalog.BENCHMARKS.items():
-        assert SPECS[name].mode == info.mode
+def test_every_benchmark_record_names_a_reader_and_its_files():
+    for name, spec in BENCHMARKS.items():
+        assert spec.label_format in READERS, name
+        assert spec.expected_files, name
+        if not name.startswith("demo_"):
+            assert spec.pyiqa is not None and spec.pyiqa.file.startswith("meta_info_"), name
 
 
 # --- original formats ---------------------------------------------------------------------------
@@ -341,7 +341,7 @@ def test_generic_csv_set(tmp_path):
 
 
 def test_resolve_benchmark_root(tmp_path):
-    for name, info in catalog.BENCHMARKS.items():
+    for name, info in BENCHMARKS.items():
         if not name.startswith("demo_"):
             assert resolve_benchmark_root(name, str(tmp_path)) == os.path.join(str(tmp_path), info.folder)
     assert resolve_benchmark_root("csv:sets/x.csv", str(tmp_path)) == str(tmp_path / "sets")

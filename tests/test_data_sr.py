@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler
 
-from raygrid import catalog
+from raygrid import spec
 from raygrid.data.images import DatasetRootError, ImageDecodeError, bicubic_downscale, to_tensor
 from raygrid.data.sr import SRTestSet, SRTrainSet, resolve_sr_root
 
@@ -158,7 +158,7 @@ def test_test_set_bad_input(tmp_path, caplog):
 
 
 def test_resolve_sr_root(tmp_path):
-    for name, info in catalog.SR_SETS.items():
+    for name, info in spec.SR_SETS.items():
         if not name.startswith("demo_"):
             assert resolve_sr_root(name, str(tmp_path)) == os.path.join(str(tmp_path), info.folder)
     assert resolve_sr_root("set5", "s3://bucket/data") == "s3://bucket/data/Set5"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from raygrid import catalog
+from raygrid import spec
 from raygrid.data.demo import DEMO_VERSION, DISTORTIONS, MARKER, N_LEVELS, build_demo, pseudo_mos
 from raygrid.data.iqa import IQADataset, load_benchmark, resolve_benchmark_root
 from raygrid.data.sr import SRTestSet, SRTrainSet, resolve_sr_root
@@ -30,7 +30,7 @@ def test_builds_offline_quickly_with_marker(demo):
     assert seconds < 60
     assert set(paths) == {"demo_sr_train", "demo_sr_val", "demo_fr", "demo_nr"}
     for name, folder in paths.items():
-        info = catalog.SR_SETS.get(name) or catalog.BENCHMARKS[name]
+        info = spec.SR_SETS.get(name) or spec.BENCHMARKS[name]
         assert folder == os.path.join(str(root), info.folder) and os.path.isdir(folder)
     marker = json.loads((root / "demo" / MARKER).read_text())
     assert marker["version"] == DEMO_VERSION

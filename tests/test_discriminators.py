@@ -1,14 +1,14 @@
-"""Discriminators (every catalog name) and GAN losses."""
+"""Discriminators (every name raygrid.spec.discriminators allows) and GAN losses."""
 
 import math
 
 import pytest
 import torch
 
-from raygrid import catalog
+from raygrid import spec
 from raygrid.nets.discriminators import ConvTrunk, GANLoss, create_discriminator
 
-NAMES = [n for n in catalog.discriminator_names() if n != catalog.NO_DISCRIMINATOR]
+NAMES = [n for n in spec.discriminator_names() if n != spec.NO_DISCRIMINATOR]
 # trunk stride of the last map at a 64 px input: conv /16, vgg16 /16, resnet50 /32, dinov2 /14 (padded)
 PATCH_MAP = {"conv": (4, 4), "vgg16": (4, 4), "resnet50": (2, 2), "dinov2_vits14": (5, 5)}
 
@@ -26,7 +26,7 @@ def discs():
     return get
 
 
-def test_names_match_the_catalog():
+def test_names_match_the_spec():
     assert len(NAMES) == 8
     for name in ("none", "cnn_vgg16", "patch_vgg19", "patch"):
         with pytest.raises(ValueError):
@@ -35,7 +35,7 @@ def test_names_match_the_catalog():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_logit_shape_and_finite_losses(discs, name):
-    head, trunk = catalog.split_discriminator(name)
+    head, trunk = spec.split_discriminator(name)
     d = discs(name)
     x = torch.rand(2, 3, 64, 64)
     logits = d(x)
@@ -43,7 +43,7 @@ def test_logit_shape_and_finite_losses(discs, name):
     assert tuple(logits.shape) == expected
     assert d.trunk.name == trunk
     fake = d(torch.rand(2, 3, 64, 64))
-    for kind in catalog.GAN_LOSSES:
+    for kind in spec.GAN_LOSSES:
         loss = GANLoss(kind, 0.1)
         assert torch.isfinite(loss.d_loss(logits, fake)) and torch.isfinite(loss.g_loss(fake, logits))
 
@@ -122,7 +122,7 @@ def test_gan_loss_values():
     assert math.isclose(float(GANLoss("relativistic").g_loss(z, z)), math.log(2), rel_tol=1e-6)
 
 
-@pytest.mark.parametrize("kind", catalog.GAN_LOSSES)
+@pytest.mark.parametrize("kind", spec.GAN_LOSSES)
 def test_weight_scales_only_the_generator_term(kind):
     g = torch.Generator().manual_seed(0)
     real, fake = torch.randn(4, 1, 3, 3, generator=g), torch.randn(4, 1, 3, 3, generator=g)
@@ -131,7 +131,7 @@ def test_weight_scales_only_the_generator_term(kind):
     assert torch.isclose(w2.g_loss(fake, real), 0.05 * w1.g_loss(fake, real))
 
 
-@pytest.mark.parametrize("kind", catalog.GAN_LOSSES)
+@pytest.mark.parametrize("kind", spec.GAN_LOSSES)
 def test_loss_directions(kind):
     """Where D is wrong (real logits < 0 < fake logits), D pushes real up and fake down; G pushes fake up."""
     g = torch.Generator().manual_seed(1)

@@ -6,19 +6,20 @@ import torch
 from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
-from raygrid import catalog
+from raygrid import spec
 from raygrid.nets.fidelity import FidelityMeasure, create_fidelity, fit_alpha_beta
 from raygrid.weights import MissingWeightsError, WeightsHashError
 
 
 @pytest.fixture(scope="module")
-def measures():
+def measures(backbone):
+    """Uniform-α/β measures on the session's random-weight backbones (what create_fidelity(name)
+    builds, without building each backbone again)."""
     cache = {}
 
     def get(name):
         if name not in cache:
-            torch.manual_seed(0)
-            cache[name] = create_fidelity(name)
+            cache[name] = FidelityMeasure(backbone(name))
         return cache[name]
 
     return get
@@ -30,7 +31,7 @@ def xy():
     return torch.rand(2, 3, 64, 64, generator=g), torch.rand(2, 3, 64, 64, generator=g)
 
 
-@pytest.mark.parametrize("name", list(catalog.BACKBONES))
+@pytest.mark.parametrize("name", list(spec.BACKBONES))
 def test_identity_and_symmetry(measures, xy, name):
     m = measures(name)
     x, y = xy

@@ -12,11 +12,12 @@ import time
 import pytest
 import yaml
 
-from raygrid import tracking
-from raygrid.runner import RunOptions, execute
+from raygrid.run.options import RunOptions
+from raygrid.run.runner import execute
+from raygrid.spec import mlflow as names
 from raygrid.space import SPACES_DIR, parse_space
 
-pytestmark = pytest.mark.ray
+pytestmark = pytest.mark.slow  # starts Ray
 
 
 def space() -> dict:
@@ -107,12 +108,12 @@ def test_trials_spread_over_nodes_and_survive_losing_one(tmp_path, s3_env):
         runner.join(timeout=420)
         assert not runner.is_alive(), "the sweep did not finish after losing a node"
         result = outcome["result"]
-        runs = tracking.search_trial_runs(result.tracking_uri, "multinode", sweep_run_id=result.sweep_run_id)
+        runs = names.search_trial_runs(result.tracking_uri, "multinode", sweep_run_id=result.sweep_run_id)
         shown = [c for c in ("run_id", "tags.raygrid.retries", "tags.raygrid.outcome", "tags.raygrid.error") if c in runs]
         assert (result.stages[0].trials, result.stages[0].finished, result.stages[0].failed) == (2, 2, 0), \
             f"{result.stages}\n{runs[shown].to_string()}"
         assert len(runs) == 2  # no duplicate run for the retried trial
-        client = tracking.client(result.tracking_uri)
+        client = names.client(result.tracking_uri)
         retried = runs[runs["tags.raygrid.retries"].notna()]
         assert len(retried) == 1, runs[shown].to_string()
         starts = [m.value for m in client.get_metric_history(retried.run_id.iloc[0], "progress/start_step")]

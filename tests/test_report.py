@@ -1,7 +1,7 @@
 """The HTML report: files, figures, artifacts, a partial sweep, the CLI, and a headless Chromium.
 
-The Chromium test needs Debian's `chromium` package (`apt-get install -y chromium`); it fails,
-not skips, when the browser is missing, so CI cannot pass without having looked at the page.
+The Chromium tests (slow lane) need Debian's `chromium` package (`apt-get install -y chromium`);
+they fail, not skip, when the browser is missing, so CI cannot pass without having looked at the page.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import pytest
 import report_fixtures as F
 from PIL import Image
 
-from raygrid import tracking
 from raygrid.analysis import asymmetry as A
 from raygrid.analysis.report import build_report, embedded_figures, sr_sample_tiles
 from raygrid.analysis.sweep_data import load_sweep
-from raygrid.report import main as cli_main
+from raygrid.cli import main as raygrid_main
+from raygrid.spec import mlflow as names
 
 FIGURES = {"optimization_heatmap", "asymmetry_scatter", "transfer", "curves_optimize", "curves_transfer", "samples"}
 CSVS = {"assessment.csv", "optimization.csv", "asymmetry.csv", "asymmetry_ranks.csv", "discriminators.csv",
@@ -91,7 +91,7 @@ def test_embedded_figures_are_pngs_identical_to_the_files(report):
 
 
 def test_report_is_logged_to_the_sweep_run(report, store):
-    client = tracking.client(store["tracking_uri"])
+    client = names.client(store["tracking_uri"])
     logged = {Path(a.path).name for a in client.list_artifacts(store["sweep_run_id"], "report")}
     assert {"index.html", "asymmetry.csv", "samples.png"} <= logged
 
@@ -137,11 +137,11 @@ def test_partial_sweep_report_states_what_is_missing(partial_store, tmp_path):
 
 def test_cli(partial_store, tmp_path, capsys):
     out = tmp_path / "cli"
-    rc = cli_main(["--experiment", partial_store["experiment"], "--tracking-uri", partial_store["tracking_uri"],
+    rc = raygrid_main(["report", "--experiment", partial_store["experiment"], "--tracking-uri", partial_store["tracking_uri"],
                    "--out", str(out), "--no-samples", "--n-boot", "50", "--checkpoint", "final"])
     assert rc == 0 and capsys.readouterr().out.strip() == str(out / "index.html")
     assert "final checkpoint" in (out / "index.html").read_text(encoding="utf-8")
-    rc = cli_main(["--experiment", "no-such-sweep", "--tracking-uri", partial_store["tracking_uri"], "--out", str(out)])
+    rc = raygrid_main(["report", "--experiment", "no-such-sweep", "--tracking-uri", partial_store["tracking_uri"], "--out", str(out)])
     assert rc == 2 and "no MLflow experiment named 'no-such-sweep'" in capsys.readouterr().err
 
 
@@ -205,6 +205,7 @@ def _probe(page: Path, tmp: Path, name: str) -> dict[str, tuple[bool, int, int]]
     return out, res.stderr
 
 
+@pytest.mark.slow  # a browser
 def test_chromium_detects_console_errors_and_broken_images(tmp_path):
     """The checks below must be able to fail: a page with a script error and a broken image."""
     bad = tmp_path / "bad.html"
@@ -215,6 +216,7 @@ def test_chromium_detects_console_errors_and_broken_images(tmp_path):
     assert any("Uncaught Error: boom" in ln for ln in _console_lines(stderr))
 
 
+@pytest.mark.slow  # a browser
 def test_report_renders_in_headless_chromium(report, tmp_path):
     shot = tmp_path / "report.png"
     res = _run_chromium(["--window-size=1280,4200", f"--screenshot={shot}", report.as_uri()], tmp_path / "profile")

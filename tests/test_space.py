@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
@@ -44,11 +43,11 @@ def test_paper_grid_counts_match_the_hand_derivation():
 def test_paper_optimize_conditions_pair_none_with_weight_zero_only():
     trials = load_space("paper").stages["optimize"].trials
     for t in trials:
-        none = t.config["adversarial"]["discriminator"] == "none"
-        assert none == (t.config["loss"]["adversarial_weight"] == 0)
+        none = t.config.adversarial.discriminator == "none"
+        assert none == (t.config.loss.adversarial_weight == 0)
     # every non-zero weight meets every real discriminator for every backbone
-    combos = {(t.config["fidelity"]["backbone"], t.config["adversarial"]["discriminator"],
-               t.config["loss"]["adversarial_weight"]) for t in trials if t.point["seed"] == 0}
+    combos = {(t.config.fidelity.backbone, t.config.adversarial.discriminator,
+               t.config.loss.adversarial_weight) for t in trials if t.point["seed"] == 0}
     assert ("clip_vit_b16", "patch_dinov2_vits14", 0.2) in combos
     assert ("clip_vit_b16", "none", 0.0) in combos
 
@@ -58,12 +57,12 @@ def test_demo_space_counts_and_resolved_configs():
     assert {k: len(s.trials) for k, s in sweep.stages.items()} == {"assess": 6, "optimize": 9, "transfer": 3}
     t = sweep.stages["optimize"].trials[0]
     # base values, axis values, seed and budget all land in the one resolved config
-    assert t.config["generator"]["preset"] == "tiny"
-    assert t.config["budget"] == {"steps": 60, "eval_every": 20}
-    assert t.config["seed"] == 0
-    assert t.config["trainable"] == "sr_gan"
+    assert t.config.generator.preset == "tiny"
+    assert t.config.budget.model_dump() == {"steps": 60, "eval_every": 20}
+    assert t.config.seed == 0
+    assert t.config.trainable == "sr_gan"
     linked = sweep.stages["transfer"].trials[0].config
-    assert linked["model"]["kind"] == "nr" and linked["data"]["test"] == ["demo_nr"]
+    assert linked.model.kind == "nr" and linked.data.test == ["demo_nr"]
 
 
 def test_trial_keys_are_stable_and_distinct():
@@ -133,7 +132,7 @@ def test_linked_axis_sets_keys_together_and_can_be_conditioned():
     trials = parse_space(raw).stages["transfer"].trials
     fr = [t for t in trials if t.point["protocol"] == "fr_demo"]
     assert len(trials) == 3 + 2 and len(fr) == 2
-    assert all(t.config["model"]["kind"] == "fr" and t.config["data"]["train"] == "demo_fr" for t in fr)
+    assert all(t.config.model.kind == "fr" and t.config.data.train == "demo_fr" for t in fr)
 
 
 def test_optuna_search_counts_samples_not_grid_points():
@@ -252,5 +251,10 @@ def test_useless_axis_is_reported_as_duplicate_trials(tmp_path):
         load_space(write(tmp_path, raw))
 
 
-def test_mutations_do_not_leak_between_cases():
-    assert demo_raw() == copy.deepcopy(demo_raw())
+def test_every_case_changes_the_space_it_claims_to_break():
+    # A case whose change is a no-op (a misspelt key in the case itself) would test the shipped
+    # space, not the mistake; and no case may alter what the next one starts from.
+    original = yaml.safe_load(SPACES_DIR.joinpath("demo.yaml").read_text())
+    for name, change, *_ in CASES:
+        assert mutate(change) != original, f"case {name!r} changes nothing"
+    assert demo_raw() == original

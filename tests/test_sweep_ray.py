@@ -15,11 +15,12 @@ import time
 import pytest
 import yaml
 
-from raygrid import tracking
-from raygrid.runner import RunOptions, execute
+from raygrid.run.options import RunOptions
+from raygrid.run.runner import execute
+from raygrid.spec import mlflow as names
 from raygrid.space import SPACES_DIR, parse_space
 
-pytestmark = pytest.mark.ray
+pytestmark = pytest.mark.slow  # starts Ray
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +107,8 @@ def test_failed_trial_resumes_at_its_checkpoint_and_lineage_reaches_transfer(ray
     assert (by_stage["optimize"].trials, by_stage["optimize"].failed) == (1, 0)
     assert (by_stage["transfer"].trials, by_stage["transfer"].failed) == (1, 0)
 
-    client = tracking.client(result.tracking_uri)
-    runs = tracking.search_trial_runs(result.tracking_uri, "tiny", sweep_run_id=result.sweep_run_id)
+    client = names.client(result.tracking_uri)
+    runs = names.search_trial_runs(result.tracking_uri, "tiny", sweep_run_id=result.sweep_run_id)
     assert sorted(runs["tags.raygrid.stage"]) == ["optimize", "transfer"]  # one run per trial, no duplicates
     opt = runs[runs["tags.raygrid.stage"] == "optimize"].iloc[0]
     assert opt["tags.raygrid.retries"] == "1"
@@ -129,7 +130,7 @@ def test_failed_trial_resumes_at_its_checkpoint_and_lineage_reaches_transfer(ray
     # --resume of a finished sweep: nothing reruns, no new runs, the same parent run
     again = execute(sweep, RunOptions(output_dir=str(tmp_path / "out"), report=False, resume=True))
     assert again.sweep_run_id == result.sweep_run_id
-    assert len(tracking.search_trial_runs(result.tracking_uri, "tiny")) == 2
+    assert len(names.search_trial_runs(result.tracking_uri, "tiny")) == 2
     assert_no_placement_groups_left()
 
 
@@ -152,7 +153,7 @@ def test_optuna_stage_with_tune_storage_and_mlflow_artifacts_on_s3(ray_local, tm
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="raygrid-test").get("Contents", [])]
     assert any(k.startswith("ray/tiny/train/assess-") and k.endswith("/state.pt") for k in keys), keys
     assert any(k.startswith("ray/tiny-assess/") for k in keys), keys  # Tune's experiment state
-    run = tracking.search_trial_runs(result.tracking_uri, "tiny", stage="assess").iloc[0]
+    run = names.search_trial_runs(result.tracking_uri, "tiny", stage="assess").iloc[0]
     assert run["artifact_uri"].startswith("s3://raygrid-test/mlflow/")
     assert any(k.startswith("mlflow/") and k.endswith("checkpoints/best/model.pt") for k in keys), keys
     assert run["tags.raygrid.checkpoint.best"].startswith("s3://raygrid-test/ray/tiny/train/assess-")

@@ -4,12 +4,14 @@ the trial's own step, outcome tags, checkpoint artifacts without optimiser state
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 import torch
 
-from raygrid import tracking
+from raygrid.run import tracking
 from raygrid.space import load_space
+from raygrid.spec import mlflow as names
 
 
 @dataclass
@@ -36,7 +38,7 @@ def logger(uri, exp, parent, tmp_path, budget=120):
 
 def fake_trial(index=0, trial_id="t0"):
     t = load_space("demo").stages["optimize"].trials[index]
-    return FakeTrial(trial_id, {"spec": {"trial": t.config, "meta": {"trial_key": t.key, "point": t.point}}})
+    return FakeTrial(trial_id, {"spec": t.to_json()})
 
 
 def checkpoint(tmp_path, name, step):
@@ -59,16 +61,16 @@ def test_one_run_per_trial_with_params_tags_and_step_metrics(tmp_path):
     log.on_trial_result(0, [trial], trial, {"step": 60, "val/psnr_y": 19.0, "training_iteration": 2, "checkpoint_path": c2})
     log.on_trial_complete(0, [trial], trial)
 
-    runs = tracking.search_trial_runs(uri, "demo")
+    runs = names.search_trial_runs(uri, "demo")
     assert len(runs) == 1
     run = runs.iloc[0]
     assert run["tags.mlflow.parentRunId"] == parent
     assert run["tags.raygrid.stage"] == "optimize" and run["tags.raygrid.trial_id"] == "t0"
-    assert run["tags.raygrid.git_commit"] and run["tags.raygrid.version.torch"] == torch.__version__.split("+")[0] or \
-        run["tags.raygrid.version.torch"].startswith(torch.__version__.split("+")[0])
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?|unknown", run["tags.raygrid.git_commit"])
+    assert run["tags.raygrid.version.torch"].split("+")[0] == torch.__version__.split("+")[0]
     assert run["params.fidelity.backbone"] == "vgg16_r" and run["params.budget.steps"] == "60"
     assert json.loads(run["params.data.val"]) == ["demo_sr_val"]
-    client = tracking.client(uri)
+    client = names.client(uri)
     assert [(m.step, m.value) for m in client.get_metric_history(run.run_id, "val/psnr_y")] == [(30, 20.0), (60, 19.0)]
     assert "training_iteration" not in run.index.str.replace("metrics.", "").tolist()
     # stopped before its 60-step budget (the logger is told 120); the best checkpoint is the step-30 one
@@ -92,9 +94,9 @@ def test_a_restored_trial_continues_its_run_without_relogging_steps(tmp_path):
     second.on_trial_result(0, [trial], trial, {"step": 30, "val/psnr_y": 99.0})
     second.on_trial_result(0, [trial], trial, {"step": 60, "val/psnr_y": 21.0})
     second.on_trial_complete(0, [trial], trial)
-    runs = tracking.search_trial_runs(uri, "demo")
+    runs = names.search_trial_runs(uri, "demo")
     assert len(runs) == 1
-    history = tracking.client(uri).get_metric_history(runs.run_id.iloc[0], "val/psnr_y")
+    history = names.client(uri).get_metric_history(runs.run_id.iloc[0], "val/psnr_y")
     assert [(m.step, m.value) for m in history] == [(30, 20.0), (60, 21.0)]
 
 
@@ -111,8 +113,8 @@ def test_a_retry_that_restarts_behind_the_logged_steps_still_records_where_it_st
     log.on_trial_recover(0, [trial], trial)
     log.on_trial_result(0, [trial], trial, {"step": 4, "val/psnr_y": 11.5, "progress/start_step": 2})
     log.on_trial_result(0, [trial], trial, {"step": 6, "val/psnr_y": 12.0})
-    client = tracking.client(uri)
-    run_id = tracking.search_trial_runs(uri, "demo").run_id.iloc[0]
+    client = names.client(uri)
+    run_id = names.search_trial_runs(uri, "demo").run_id.iloc[0]
     assert [m.value for m in client.get_metric_history(run_id, "progress/start_step")] == [0.0, 2.0]
     assert [(m.step, m.value) for m in client.get_metric_history(run_id, "val/psnr_y")] == [(2, 10.0), (4, 11.0), (6, 12.0)]
 
@@ -126,7 +128,7 @@ def test_failed_trial_is_tagged_with_its_error(tmp_path):
     trial.error_file = str(err)
     log.on_trial_start(0, [trial], trial)
     log.on_trial_error(0, [trial], trial)
-    run = tracking.search_trial_runs(uri, "demo").iloc[0]
+    run = names.search_trial_runs(uri, "demo").iloc[0]
     assert run.status == "FAILED" and run["tags.raygrid.outcome"] == "failed"
     assert "non-finite loss at step 7" in run["tags.raygrid.error"]
 
@@ -140,4 +142,4 @@ def test_resume_reuses_the_sweep_run_of_the_same_storage(tmp_path):
 
 
 def test_flatten_joins_keys_and_serialises_lists():
-    assert tracking.flatten({"a": {"b": 1, "c": [1, 2]}, "d": None}) == {"a.b": "1", "a.c": "[1, 2]", "d": "None"}
+    assert names.flatten({"a": {"b": 1, "c": [1, 2]}, "d": None}) == {"a.b": "1", "a.c": "[1, 2]", "d": "None"}

@@ -8,12 +8,13 @@ import copy
 import pytest
 import torch
 
-from raygrid.config import AssessConfig, SRGanConfig
-from raygrid.runner import preflight
+from raygrid.run.preflight import preflight
+from raygrid.run.tune_stage import driver_resources, max_concurrent_trials
 from raygrid.space import SpaceError, load_space
-from raygrid.train import loop
-from raygrid.train.sr_gan import SRGanModels, resolve_trunk_trainable
-from raygrid.tuning import driver_resources, max_concurrent_trials
+from raygrid.stages import loop
+from raygrid.stages.assess.config import AssessConfig
+from raygrid.stages.optimize.config import SRGanConfig
+from raygrid.stages.optimize.models import SRGanModels, resolve_trunk_trainable
 
 
 def sr_config(**adversarial) -> SRGanConfig:
@@ -93,7 +94,7 @@ def test_non_finite_loss_fails_with_step_and_losses():
 
 def test_assess_fits_on_the_train_split_and_scores_the_test_split(tmp_path):
     from raygrid.data.demo import build_demo
-    from raygrid.train.assess import run_assess
+    from raygrid.stages.assess.loop import run_assess
 
     root = str(tmp_path)
     build_demo(root)
@@ -132,7 +133,8 @@ def test_preflight_names_the_missing_weight_file(tmp_path):
 
 
 def test_unusable_tracking_store_stops_the_sweep_before_anything_runs(tmp_path):
-    from raygrid.runner import RunOptions, execute
+    from raygrid.run.options import RunOptions
+    from raygrid.run.runner import execute
 
     sweep = load_space("demo")
     sweep.stages = {"assess": sweep.stages["assess"]}

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from raygrid import catalog, weights
+from raygrid import spec, weights
+from raygrid.spec.backbones import CLIP_NORM, VGG16_R_SEED, WeightFile
 from raygrid.weights import (
-    DEFAULT_TAGS,
     MANIFEST,
     MissingWeightsError,
     WeightsHashError,
@@ -20,9 +20,9 @@ from raygrid.weights import (
 )
 
 
-def test_every_catalog_backbone_has_a_default_pretrained_entry():
-    assert set(DEFAULT_TAGS) == set(catalog.BACKBONES)
-    for name in catalog.BACKBONES:
+def test_every_backbone_record_has_a_default_pretrained_entry():
+    for name, record in spec.BACKBONES.items():
+        assert MANIFEST[f"{name}.{record.default_tag}"] is record.tags[record.default_tag]
         entry = weights._entry_for(name, "imagenet")
         assert entry.file or entry.seed is not None, name
         assert entry.source, name
@@ -33,16 +33,16 @@ def test_manifest_records_known_hashes():
     assert MANIFEST["vgg16.tv_in1k"].sha256 == "397923af"
     ab = MANIFEST["dists.alpha_beta"]
     assert ab.sha256 == "f5e65c96230b7f6ca995691647d482237e4cab8a50c5c4a5784f219ef0748218"
-    assert MANIFEST["clip_vit_b16.openai"].norm == weights.CLIP_NORM
-    assert MANIFEST["vgg16_r.seed"].seed == weights.VGG16_R_SEED
+    assert MANIFEST["clip_vit_b16.openai"].norm == CLIP_NORM
+    assert MANIFEST["vgg16_r.seed"].seed == VGG16_R_SEED
 
 
 def test_random_and_seeded_specs():
     src = resolve_weights("resnet50", "random")
     assert src.kind == "random" and src.path is None and not src.pretrained
-    for spec in ("random", "imagenet", "seed"):
-        src = resolve_weights("vgg16_r", spec)
-        assert src.kind == "seeded" and src.seed == weights.VGG16_R_SEED
+    for name in ("random", "imagenet", "seed"):
+        src = resolve_weights("vgg16_r", name)
+        assert src.kind == "seeded" and src.seed == VGG16_R_SEED
 
 
 def test_missing_weights_error_names_file_and_every_folder(tmp_path):
@@ -110,7 +110,7 @@ def test_sha256_prefix_and_full_match(tmp_path):
     f = tmp_path / "w.pth"
     f.write_bytes(data)
     for sha in (digest, digest[:8]):
-        weights.verify_file(weights.WeightEntry("t.x", "w.pth", sha256=sha), f)
+        weights.verify_file(WeightFile("t.x", "w.pth", sha256=sha), f)
 
 
 def test_found_in_torch_hub_cache(tmp_path, monkeypatch):

@@ -44,25 +44,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from raygrid import catalog, tracking
-
-# The MLflow reader lived in this module before it moved to sweep_data. load_sweep, the download
-# helpers, CANONICAL_AXES and DEFAULT_SELECTION are not used here: they are re-exported so that
-# `asymmetry.load_sweep(...)` and the other names that used to be defined here keep working.
-from raygrid.analysis.sweep_data import (  # noqa: F401 — re-exports, see above
-    CANONICAL_AXES,
-    DEFAULT_SELECTION,
-    NOT_RUN,
-    OK_STATES,
-    STAGES,
-    SweepData,
-    _axis_columns,
-    _json_list,
-    download_artifact,
-    download_text,
-    load_sweep,
-    quiet_downloads,
-)
+from raygrid import spec as catalog
+from raygrid.analysis.sweep_data import NOT_RUN, OK_STATES, STAGES, SweepData, _axis_columns, _json_list
+from raygrid.spec import mlflow as tracking
 
 # No-reference pyiqa evaluators whose score is lower-is-better (pyiqa's `lower_better`); every
 # other NR model is higher-is-better. The train loop does not log the direction, so it lives here.
@@ -194,7 +178,8 @@ class EvaluatorInfo:
 
 def evaluator_info(name: str, known_backbones: list[str] | tuple[str, ...] = ()) -> EvaluatorInfo:
     """Direction and backbone of a panel evaluator from its metric name (see metrics/panel.py)."""
-    from raygrid.metrics.panel import PYIQA_NR, metric_name
+    from raygrid.metrics.panel import PYIQA_NR
+    from raygrid.spec.mlflow import metric_name
 
     if name in ("psnr_y", "ssim_y"):
         return EvaluatorInfo(name, None, False)

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from raygrid import catalog
+from raygrid import spec as catalog
 
 MISSING_COLOUR = "#d9d9d9"
 DPI = 110

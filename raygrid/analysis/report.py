@@ -3,7 +3,8 @@
     build_report(experiment, tracking_uri=..., sweep_run_id=..., out_dir=...) -> path of index.html
 
 Data flows one way: MLflow → `sweep_data.load_sweep` (pandas) → tables and statistics
-(`asymmetry`) → figures (`figures`) → HTML (the template `dashboards/report.html`). The page needs
+(`asymmetry`) → figures (`figures`) → HTML (the template `raygrid/templates/report.html`, package
+data). The page needs
 no network: CSS is inline and figures are base64 PNG data URIs. With a sweep run id, the output folder is also logged
 as artifacts of that run (under `report/`).
 
@@ -23,6 +24,7 @@ import string
 import tempfile
 import traceback
 from collections.abc import Callable
+from importlib import resources
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from raygrid import catalog, tracking
+from raygrid import spec as catalog
 from raygrid.analysis import asymmetry as A
 from raygrid.analysis import figures as F
 from raygrid.analysis.sweep_data import (
@@ -42,13 +44,9 @@ from raygrid.analysis.sweep_data import (
     download_text,
     load_sweep,
 )
+from raygrid.spec import mlflow as tracking
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "dashboards" / "report.html"
 MISSING = "—"
-# Used only when raygrid runs from an installed copy without the repository's dashboards/.
-_FALLBACK_TEMPLATE = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>$title</title>
-<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}
-img{max-width:100%}</style></head><body><h1>$title</h1><p>$subtitle</p>$toc $body<footer>$generated</footer></body></html>"""
 
 
 @dataclass
@@ -645,8 +643,11 @@ def _methods_html(data: SweepData, opts: ReportOptions) -> str:
 
 
 def _template() -> str:
-    path = Path(os.environ.get("RAYGRID_REPORT_TEMPLATE", TEMPLATE))
-    return path.read_text(encoding="utf-8") if path.is_file() else _FALLBACK_TEMPLATE
+    """The page template: $RAYGRID_REPORT_TEMPLATE if set, else the one shipped in the package."""
+    override = os.environ.get("RAYGRID_REPORT_TEMPLATE")
+    if override:
+        return Path(override).read_text(encoding="utf-8")
+    return (resources.files("raygrid") / "templates" / "report.html").read_text(encoding="utf-8")
 
 
 def _render(data: SweepData, sections: list[Section], opts: ReportOptions) -> str:

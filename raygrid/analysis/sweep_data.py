@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from raygrid import tracking
+from raygrid.spec import mlflow as tracking
 
 STAGES = ("assess", "optimize", "transfer")
 OK_STATES = ("finished", "stopped")  # trials whose values enter the tables

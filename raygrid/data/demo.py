@@ -1,6 +1,6 @@
 """Demo data, built offline on first use from the colour images scikit-image ships.
 
-`build_demo()` writes four sets under `<data root>/demo` (the catalog's folders):
+`build_demo()` writes four sets under `<data root>/demo` (the folders of their records, raygrid.spec.datasets):
 
   demo/sr/train   demo_sr_train: 10 HR crops of 288x288 px (astronaut, coffee, chelsea, rocket,
                   hubble_deep_field, immunohistochemistry), for SRTrainSet.
@@ -53,7 +53,7 @@ from PIL import Image, ImageEnhance
 from scipy.ndimage import gaussian_filter
 from scipy.stats import norm
 
-from raygrid import catalog
+from raygrid.spec.datasets import BENCHMARKS, SR_SETS
 from raygrid.io import local_root
 from raygrid.data.images import bicubic_downscale, to_tensor, to_uint8, write_rgb
 
@@ -267,10 +267,10 @@ def _write_iqa(root: Path, sources: dict[str, np.ndarray]) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 DEMO_NAMES = {
-    "demo_sr_train": catalog.SR_SETS["demo_sr_train"].folder,
-    "demo_sr_val": catalog.SR_SETS["demo_sr_val"].folder,
-    "demo_fr": catalog.BENCHMARKS["demo_fr"].folder,
-    "demo_nr": catalog.BENCHMARKS["demo_nr"].folder,
+    "demo_sr_train": SR_SETS["demo_sr_train"].folder,
+    "demo_sr_val": SR_SETS["demo_sr_val"].folder,
+    "demo_fr": BENCHMARKS["demo_fr"].folder,
+    "demo_nr": BENCHMARKS["demo_nr"].folder,
 }
 
 
@@ -287,12 +287,12 @@ def _marker_version(demo_dir: Path) -> int | None:
 
 def build_demo(data_root: str | None = None, force: bool = False) -> dict[str, str]:
     """Build the demo sets under `data_root` (None or an S3 prefix: the cache root, see
-    `raygrid.io.local_root`) unless a current build is there; returns {catalog name: folder} for
+    `raygrid.io.local_root`) unless a current build is there; returns {set name: folder} for
     demo_sr_train, demo_sr_val, demo_fr and demo_nr. Offline; about 1-2 s and 6 MB. Safe to call
     from many processes at once."""
     root = Path(local_root(data_root))
     demo_dir = root / "demo"
-    # Every catalog folder of the demo sets must live in demo/, which is what gets renamed.
+    # Every record folder of the demo sets must live in demo/, which is what gets renamed.
     assert all(f.startswith("demo/") for f in DEMO_NAMES.values())
     version = _marker_version(demo_dir)
     if version == DEMO_VERSION and not force:

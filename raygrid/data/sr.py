@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from raygrid import catalog
+from raygrid import spec as catalog
 from raygrid.data.images import (
     DatasetRootError,
     ImageDecodeError,

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Literal
 import torch
 
 from raygrid.metrics import sr as sr_metrics
+from raygrid.spec.mlflow import metric_name
 
 # ---------------------------------------------------------------------------------------------
 # Evaluator
@@ -70,11 +70,6 @@ class Evaluator:
 def evaluate(panel: Sequence[Evaluator], sr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-image scores of every evaluator: {name: Tensor[N]}."""
     return {e.name: e(sr, hr) for e in panel}
-
-
-def metric_name(name: str) -> str:
-    """A name MLflow accepts as a metric key ("clipiqa+" -> "clipiqa_plus", "timm:x" -> "timm_x")."""
-    return re.sub(r"[^A-Za-z0-9_.\-]", "_", name.replace("+", "_plus"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,12 +2,7 @@
 the SwinIR generator and IQA models. timm / open_clip are imported only when a model needs them.
 """
 
-from raygrid.nets.backbones import (
-    Backbone,
-    create_backbone,
-    list_backbones,
-    register_backbone,
-)
+from raygrid.nets.backbones import Backbone, create_backbone
 from raygrid.nets.discriminators import Discriminator, GANLoss, create_discriminator
 from raygrid.nets.fidelity import FidelityMeasure, create_fidelity, fit_alpha_beta
 from raygrid.nets.generator import SWINIR_PRESETS, create_swinir
@@ -25,6 +20,4 @@ __all__ = [
     "create_iqa_model",
     "create_swinir",
     "fit_alpha_beta",
-    "list_backbones",
-    "register_backbone",
 ]

@@ -1,19 +1,18 @@
 """Feature backbones: image in [0,1] -> list of NCHW stage maps, for every backbone of the paper.
 
-One registry keyed by the names in raygrid.catalog.BACKBONES, plus "timm:<any timm model>".
+`create_backbone(name)` builds any record of raygrid.spec.backbones (its `library` picks one of the
+three builders below, its `arch` the library's model) or "timm:<any timm model>".
 A Backbone normalises its own input (ImageNet or CLIP statistics), pads where the architecture
 needs a multiple of its patch size, and returns its stage maps (never the pixel stage: the DISTS
 measure adds that itself). Weights come from raygrid.weights and go through each library's own
 file hook: torchvision layout + load_state_dict, timm pretrained_cfg_overlay(file=...), open_clip
 pretrained=<path>.
 
-Stages (paper.md, "raygrid's choices"):
-  vgg16 / vgg16_r   relu1_2 ... relu5_3 (torchvision `features` layout, max-pools -> L2 pooling: DISTS)
-  resnet50          stem (act1), layer1-4                         timm features_only
-  convnext_tiny     the 4 stages                                  timm features_only
-  swin_tiny         the 4 stages (timm returns NHWC: permuted)    timm features_only
-  dinov2_vits14     blocks 2, 5, 8, 11 as 2-D token maps          timm features_only (dynamic size)
-  clip_vit_b16      blocks 2, 5, 8, 11 as 2-D token maps          open_clip visual tower
+Stages (raygrid's choices, docs/models.md):
+  torchvision   VGG-16 relu1_2 ... relu5_3 (`features` layout, max-pools -> L2 pooling: DISTS)
+  timm          timm's features_only stages (ResNet: stem + layer1-4; ConvNeXt, Swin: the 4 stages,
+                Swin's NHWC permuted); ViTs: the record's `blocks` as 2-D token maps (dynamic size)
+  open_clip     the visual tower's `blocks` as 2-D token maps
 """
 
 from __future__ import annotations
@@ -25,16 +24,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raygrid.catalog import BACKBONES, TIMM_PREFIX
-from raygrid.weights import (
+from raygrid.spec.backbones import (
+    BACKBONES,
     CLIP_NORM,
     IMAGENET_NORM,
-    OPEN_CLIP_ARCHS,
-    TIMM_ARCHS,
+    TIMM_PREFIX,
+    BackboneSpec,
     Normalization,
-    WeightSource,
-    resolve_weights,
+    unknown_backbone,
 )
+from raygrid.weights import WeightSource, resolve_weights
 
 MIN_SIZE = 32  # smallest H, W accepted (five stride-2 stages leave 1x1 maps)
 
@@ -87,37 +86,13 @@ class Backbone(nn.Module):
         return f"name={self.name!r}, channels={self.channels}, reductions={self.reductions}"
 
 
-# ---------------------------------------------------------------------------------------------
-# Registry
-# ---------------------------------------------------------------------------------------------
-
-_REGISTRY: dict[str, Callable[[WeightSource], Backbone]] = {}
-
-
-def register_backbone(name: str):
-    """Decorator: register fn(WeightSource) -> Backbone under `name` (a catalog backbone name)."""
-
-    def deco(fn: Callable[[WeightSource], Backbone]):
-        if name in _REGISTRY:
-            raise ValueError(f"backbone {name!r} registered twice")
-        _REGISTRY[name] = fn
-        return fn
-
-    return deco
-
-
-def list_backbones() -> list[str]:
-    return list(_REGISTRY)
-
-
 def create_backbone(name: str, weights: str = "random", weights_dir: str | None = None) -> Backbone:
-    """Build a registered backbone (or "timm:<model>") with weights resolved by raygrid.weights."""
-    if name not in _REGISTRY and not name.startswith(TIMM_PREFIX):
-        raise ValueError(
-            f"unknown backbone {name!r}; expected one of {', '.join(_REGISTRY)} or '{TIMM_PREFIX}<timm model>'"
-        )
-    if name in _REGISTRY:
-        return _REGISTRY[name](resolve_weights(name, weights, weights_dir))
+    """Build a backbone record (or "timm:<model>[.<tag>]") with weights resolved by raygrid.weights."""
+    if name in BACKBONES:
+        spec = BACKBONES[name]
+        return _BUILDERS[spec.library](spec, resolve_weights(name, weights, weights_dir))
+    if not name.startswith(TIMM_PREFIX):
+        raise ValueError(unknown_backbone(name))
     import timm
 
     model, tag = name[len(TIMM_PREFIX) :].partition(".")[::2]
@@ -212,14 +187,10 @@ class VGG16Backbone(Backbone):
         return outs
 
 
-@register_backbone("vgg16")
-def vgg16(source: WeightSource) -> Backbone:
-    return VGG16Backbone("vgg16", source)
-
-
-@register_backbone("vgg16_r")
-def vgg16_r(source: WeightSource) -> Backbone:
-    return VGG16Backbone("vgg16_r", source)
+def _torchvision(spec: BackboneSpec, source: WeightSource) -> Backbone:
+    if spec.arch != "vgg16":
+        raise ValueError(f"backbone {spec.name!r}: the torchvision builder makes VGG-16 only, not {spec.arch!r}")
+    return VGG16Backbone(spec.name, source)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,27 +275,8 @@ def _patch_size(model: nn.Module) -> int:
     return math.lcm(*ps)
 
 
-@register_backbone("resnet50")
-def resnet50(source: WeightSource) -> Backbone:
-    return TimmBackbone("resnet50", TIMM_ARCHS["resnet50"], source)
-
-
-@register_backbone("convnext_tiny")
-def convnext_tiny(source: WeightSource) -> Backbone:
-    return TimmBackbone("convnext_tiny", TIMM_ARCHS["convnext_tiny"], source)
-
-
-@register_backbone("swin_tiny")
-def swin_tiny(source: WeightSource) -> Backbone:
-    return TimmBackbone("swin_tiny", TIMM_ARCHS["swin_tiny"], source)
-
-
-VIT_BLOCKS = (2, 5, 8, 11)  # four evenly spaced blocks of a 12-block ViT
-
-
-@register_backbone("dinov2_vits14")
-def dinov2_vits14(source: WeightSource) -> Backbone:
-    return TimmBackbone("dinov2_vits14", TIMM_ARCHS["dinov2_vits14"], source, out_indices=VIT_BLOCKS)
+def _timm(spec: BackboneSpec, source: WeightSource) -> Backbone:
+    return TimmBackbone(spec.name, spec.arch, source, out_indices=spec.blocks)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,7 +291,9 @@ class OpenClipViTBackbone(Backbone):
     done here with the position grid resampled (timm's resample_abs_pos_embed, bicubic).
     """
 
-    def __init__(self, name: str, model_name: str, source: WeightSource, blocks: tuple[int, ...] = VIT_BLOCKS):
+    def __init__(self, name: str, model_name: str, source: WeightSource, blocks: tuple[int, ...] | None):
+        if not blocks:
+            raise ValueError(f"backbone {name!r}: an open_clip ViT needs the blocks whose tokens are its stages")
         import open_clip
 
         if source.kind == "file":
@@ -392,15 +346,13 @@ def _quiet_open_clip(open_clip, model_name: str) -> nn.Module:
         root.setLevel(level)
 
 
-@register_backbone("clip_vit_b16")
-def clip_vit_b16(source: WeightSource) -> Backbone:
-    return OpenClipViTBackbone("clip_vit_b16", OPEN_CLIP_ARCHS["clip_vit_b16"], source)
+def _open_clip(spec: BackboneSpec, source: WeightSource) -> Backbone:
+    return OpenClipViTBackbone(spec.name, spec.arch, source, blocks=spec.blocks)
 
 
-def _check_registry() -> None:
-    # catalog.BACKBONES is the shared vocabulary; the registry must implement exactly it.
-    if set(_REGISTRY) != set(BACKBONES):
-        raise RuntimeError(f"backbone registry {sorted(_REGISTRY)} != catalog {sorted(BACKBONES)}")
-
-
-_check_registry()
+# The builder of each record's `library`.
+_BUILDERS: dict[str, Callable[[BackboneSpec, WeightSource], Backbone]] = {
+    "torchvision": _torchvision,
+    "timm": _timm,
+    "open_clip": _open_clip,
+}

@@ -1,6 +1,6 @@
-"""GAN discriminators ("<head>_<trunk>", raygrid.catalog) and GAN losses.
+"""GAN discriminators ("<head>_<trunk>", raygrid.spec.discriminators) and GAN losses.
 
-Heads (models-and-metrics.md §6):
+Heads (docs/models.md):
   vanilla  image-level: one logit per image, N x 1 (ESRGAN's VGG-style D is of this kind)
   patch    patch-level: one logit per patch, N x 1 x h x w (PatchGAN / U-Net D are of this kind)
 Trunks:
@@ -18,14 +18,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from raygrid.catalog import (
+from raygrid.nets.backbones import MIN_SIZE, Backbone, create_backbone
+from raygrid.spec.backbones import SYMMETRIC_NORM
+from raygrid.spec.discriminators import (
+    CONV_TRUNK,
     DISCRIMINATOR_TRUNKS,
     GAN_LOSSES,
     NO_DISCRIMINATOR,
     split_discriminator,
 )
-from raygrid.nets.backbones import MIN_SIZE, Backbone, create_backbone
-from raygrid.weights import FILE_PREFIX, SYMMETRIC_NORM
+from raygrid.weights import FILE_PREFIX
 
 
 class ConvTrunk(Backbone):
@@ -36,7 +38,7 @@ class ConvTrunk(Backbone):
     """
 
     def __init__(self, channels: tuple[int, ...] = (64, 128, 256, 512)):
-        super().__init__("conv", list(channels), [2**(i + 1) for i in range(len(channels))], SYMMETRIC_NORM)
+        super().__init__(CONV_TRUNK, list(channels), [2**(i + 1) for i in range(len(channels))], SYMMETRIC_NORM)
         stages, c_in = [], 3
         for c in channels:
             stages.append(nn.Sequential(
@@ -142,7 +144,7 @@ def create_discriminator(
     weights_dir: str | None = None,
     input_size: int | None = None,
 ) -> Discriminator:
-    """Build "<head>_<trunk>" (catalog.discriminator_names()).
+    """Build "<head>_<trunk>" (raygrid.spec.discriminators.discriminator_names()).
 
     weights: the trunk's weights spec (raygrid.weights). The conv trunk has no pretrained weights:
     "random" and "imagenet" both give its from-scratch init; "file:PATH" loads a saved trunk.
@@ -153,7 +155,7 @@ def create_discriminator(
     if name == NO_DISCRIMINATOR:
         raise ValueError("discriminator 'none' means no adversarial loss: do not build one")
     head_kind, trunk_name = split_discriminator(name)
-    if trunk_name == "conv":
+    if trunk_name == CONV_TRUNK:
         trunk: Backbone = _conv_trunk(name, weights)
     else:
         assert trunk_name in DISCRIMINATOR_TRUNKS

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from raygrid import io
-from raygrid.space import Stage, SpaceError, _set_dotted
+from raygrid.space import SpaceError, Stage
+from raygrid.space.expand import sampled_json
+from raygrid.spec.trainables import get as trainable
 
 DRIVER_CPU = 0.01  # the trial driver only waits on its trainer
 
@@ -26,37 +28,26 @@ class StageRun:
 
     sweep_name: str
     storage_uri: str  # local folder or s3:// prefix (Tune and Train state, checkpoints)
-    env: dict[str, Any]  # raygrid.train.loop.RunEnv fields
+    env: dict[str, Any]  # raygrid.stages.loop.RunEnv fields
     max_concurrent: int
     resume: bool
     callbacks: list[Any]
     cluster: dict[str, float]
 
 
-def loop_for(trainable: str):
-    if trainable == "sr_gan":
-        from raygrid.train.sr_gan import train_loop_per_worker
-    elif trainable == "assess":
-        from raygrid.train.assess import train_loop_per_worker
-    elif trainable == "iqa_finetune":
-        from raygrid.train.iqa_finetune import train_loop_per_worker
-    else:
-        raise ValueError(f"unknown trainable {trainable!r}")
-    return train_loop_per_worker
-
-
 def trial_driver(config: dict[str, Any], env: dict[str, Any], stage: dict[str, Any],
                  points: list[dict[str, Any]] | None = None) -> None:
     """One Tune trial = one Ray Train run of the trial's train loop.
 
-    `config` is {"spec": {"trial", "meta"}} for a grid, or {"search": {"point", "values"}} when
+    `config` is {"spec": <a Trial.to_json>} for a grid, or {"search": {"point", "values"}} when
     Optuna picks a grid point (one of `points`) and continuous values."""
     import ray.train
     import ray.tune
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    spec = _apply_search(config["search"], points, stage["name"]) if "search" in config else config["spec"]
+    search = config.get("search")
+    spec = sampled_json(points[search["point"]], search["values"], stage["name"]) if search else config["spec"]
     trial_id = ray.tune.get_context().get_trial_id()
     res = stage["resources"]
     per_worker = {"CPU": res["cpus_per_worker"]}
@@ -64,7 +55,7 @@ def trial_driver(config: dict[str, Any], env: dict[str, Any], stage: dict[str, A
         per_worker["GPU"] = res["gpus_per_worker"]
     fs, path = io.filesystem(stage["train_storage"], env.get("s3_endpoint_url"))
     trainer = TorchTrainer(
-        loop_for(spec["trial"]["trainable"]),
+        trainable(spec["trial"]["trainable"]).load_loop(),
         train_loop_config={"trial": spec["trial"], "env": env,
                            "meta": {**spec["meta"], "trial_id": trial_id, "stage": stage["name"]}},
         scaling_config=ray.train.ScalingConfig(num_workers=res["workers"], use_gpu=res["gpus_per_worker"] > 0,
@@ -81,22 +72,6 @@ def trial_driver(config: dict[str, Any], env: dict[str, Any], stage: dict[str, A
         ),
     )
     trainer.fit()  # raises TrainingFailedError when the loop fails: Tune then retries the trial
-
-
-def _apply_search(search: dict[str, Any], points: list[dict[str, Any]], stage: str) -> dict[str, Any]:
-    import copy
-
-    from raygrid.config import TRIAL_CONFIGS
-    from raygrid.space import Trial
-
-    spec = copy.deepcopy(points[search["point"]])
-    for key, value in search["values"].items():
-        _set_dotted(spec["trial"], key, value)
-    model = TRIAL_CONFIGS[spec["trial"]["trainable"]]
-    spec["trial"] = model.model_validate(spec["trial"]).model_dump(mode="json")
-    spec["meta"]["trial_key"] = Trial(stage, -1, spec["meta"]["point"], spec["trial"]).key
-    spec["meta"]["point"] = {**spec["meta"]["point"], **search["values"]}
-    return spec
 
 
 class TrialName:
@@ -135,14 +110,6 @@ def max_concurrent_trials(stage: Stage, cluster: dict[str, float], override: int
         raise SpaceError(f"stages.{stage.name}.resources", "",
                          f"no trial fits: the cluster has {what} (use --max-concurrent on an autoscaling cluster)")
     return n
-
-
-def trial_specs(stage: Stage, extra_meta: dict[int, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    specs = []
-    for t in stage.trials:
-        meta = {"trial_key": t.key, "point": t.point, "index": t.index, **((extra_meta or {}).get(t.index, {}))}
-        specs.append({"trial": t.config, "meta": meta})
-    return specs
 
 
 def run_stage(stage: Stage, run: StageRun, specs: list[dict[str, Any]]):

@@ -19,18 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from raygrid import io
-
-TAG_SWEEP = "raygrid.sweep"
-TAG_SWEEP_RUN = "raygrid.sweep_run"
-TAG_STAGE = "raygrid.stage"
-TAG_TRIAL_ID = "raygrid.trial_id"
-TAG_TRIAL_KEY = "raygrid.trial_key"
-TAG_OUTCOME = "raygrid.outcome"  # finished | stopped | failed
-TAG_INIT_FROM = "raygrid.init_from_run"
-TAG_CKPT_BEST = "raygrid.checkpoint.best"
-TAG_CKPT_FINAL = "raygrid.checkpoint.final"
-TAG_STORAGE = "raygrid.storage"
-PARENT_TAG = "mlflow.parentRunId"
+from raygrid.space.expand import sampled_json
+from raygrid.spec import mlflow as names
+from raygrid.spec.mlflow import client, flatten
 
 # Tune's bookkeeping keys: not experiment metrics.
 _TUNE_KEYS = {
@@ -71,32 +62,14 @@ def package_versions() -> dict[str, str]:
 
 
 def provenance_tags() -> dict[str, str]:
-    tags = {"raygrid.git_commit": git_commit()}
-    tags.update({f"raygrid.version.{k}": v for k, v in package_versions().items()})
+    tags = {names.TAG_GIT_COMMIT: git_commit()}
+    tags.update({f"{names.TAG_VERSION_PREFIX}{k}": v for k, v in package_versions().items()})
     return tags
-
-
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested config → {"fidelity.backbone": "vgg16", ...} with string values for MLflow params."""
-    out: dict[str, str] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, name + "."))
-        else:
-            out[name] = json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
 # Experiment and sweep run
 # ---------------------------------------------------------------------------------------------
-
-
-def client(tracking_uri: str):
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking_uri)
 
 
 def ensure_experiment(tracking_uri: str, name: str, artifact_root: str | None) -> str:
@@ -119,15 +92,15 @@ def start_sweep_run(tracking_uri: str, experiment_id: str, sweep_name: str, stor
     if resume:
         runs = c.search_runs(
             [experiment_id],
-            filter_string=f"tags.`{TAG_SWEEP}` = '{sweep_name}' and tags.`{TAG_STORAGE}` = '{storage_uri}' "
-                          f"and tags.`raygrid.kind` = 'sweep'",
+            filter_string=f"tags.`{names.TAG_SWEEP}` = '{sweep_name}' and tags.`{names.TAG_STORAGE}` = '{storage_uri}' "
+                          f"and tags.`{names.TAG_KIND}` = '{names.KIND_SWEEP}'",
             order_by=["attributes.start_time DESC"], max_results=1,
         )
         if runs:
             c.update_run(runs[0].info.run_id, status="RUNNING")
             return runs[0].info.run_id, True
-    tags = {TAG_SWEEP: sweep_name, TAG_STORAGE: storage_uri, "raygrid.kind": "sweep", **provenance_tags(),
-            **(extra_tags or {})}
+    tags = {names.TAG_SWEEP: sweep_name, names.TAG_STORAGE: storage_uri, names.TAG_KIND: names.KIND_SWEEP,
+            **provenance_tags(), **(extra_tags or {})}
     run = c.create_run(experiment_id, run_name=f"sweep-{sweep_name}", tags=tags)
     return run.info.run_id, False
 
@@ -200,31 +173,29 @@ class TrialRunLogger(_tune_callback_base()):
         return info
 
     def _find_or_create_run(self, trial) -> tuple[str, int]:
-        if "search" in trial.config:
-            from raygrid.tuning import _apply_search
-
-            spec = _apply_search(trial.config["search"], self.points, self.stage)
-        else:
-            spec = trial.config["spec"]
+        search = trial.config.get("search")
+        spec = sampled_json(self.points[search["point"]], search["values"], self.stage) if search else trial.config["spec"]
         meta = spec["meta"]
         existing = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`{TAG_SWEEP_RUN}` = '{self.sweep_run_id}' and tags.`{TAG_TRIAL_ID}` = '{trial.trial_id}'",
+            filter_string=f"tags.`{names.TAG_SWEEP_RUN}` = '{self.sweep_run_id}' and "
+                          f"tags.`{names.TAG_TRIAL_ID}` = '{trial.trial_id}'",
             max_results=1,
         )
         if existing:  # a resumed or retried trial: continue its run
             run = existing[0]
             self.client.update_run(run.info.run_id, status="RUNNING")
-            last = run.data.metrics.get("progress/step", -1)
+            last = run.data.metrics.get(names.METRIC_STEP, -1)
             return run.info.run_id, int(last)
         tags = {
-            PARENT_TAG: self.sweep_run_id, TAG_SWEEP_RUN: self.sweep_run_id, TAG_SWEEP: self.sweep_name,
-            TAG_STAGE: self.stage, TAG_TRIAL_ID: trial.trial_id, TAG_TRIAL_KEY: meta["trial_key"],
-            "raygrid.trainable": spec["trial"]["trainable"], "raygrid.point": json.dumps(meta["point"]),
+            names.PARENT_TAG: self.sweep_run_id, names.TAG_SWEEP_RUN: self.sweep_run_id,
+            names.TAG_SWEEP: self.sweep_name, names.TAG_STAGE: self.stage, names.TAG_TRIAL_ID: trial.trial_id,
+            names.TAG_TRIAL_KEY: meta["trial_key"], names.TAG_TRAINABLE: spec["trial"]["trainable"],
+            names.TAG_POINT: json.dumps(meta["point"]), names.TAG_TRIAL_CONFIG: json.dumps(spec["trial"]),
             **provenance_tags(),
         }
         if meta.get("init_from_run"):
-            tags[TAG_INIT_FROM] = meta["init_from_run"]
+            tags[names.TAG_INIT_FROM] = meta["init_from_run"]
         name = f"{self.stage}-{trial.trial_id}-" + "-".join(str(v) for v in meta["point"].values())
         run = self.client.create_run(self.experiment_id, run_name=name[:250], tags=tags)
         from mlflow.entities import Param
@@ -254,12 +225,13 @@ class TrialRunLogger(_tune_callback_base()):
         if step <= rec["last_step"]:
             # Already logged before a restart. Where this attempt picked up is still news: a
             # retry that resumes behind the last logged step must not hide that it restarted.
-            if "progress/start_step" in result:
-                self.client.log_metric(rec["run_id"], "progress/start_step", float(result["progress/start_step"]), ts, step)
+            if names.METRIC_START_STEP in result:
+                self.client.log_metric(rec["run_id"], names.METRIC_START_STEP, float(result[names.METRIC_START_STEP]),
+                                       ts, step)
             return
         metrics = [Metric(k, float(v), ts, step) for k, v in result.items()
                    if k not in _TUNE_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)]
-        metrics.append(Metric("progress/step", float(step), ts, step))
+        metrics.append(Metric(names.METRIC_STEP, float(step), ts, step))
         for i in range(0, len(metrics), 500):
             self.client.log_batch(rec["run_id"], metrics=metrics[i:i + 500])
         rec["last_step"] = step
@@ -267,7 +239,7 @@ class TrialRunLogger(_tune_callback_base()):
     def on_trial_recover(self, iteration, trials, trial, **info):
         rec = self._info(trial)
         rec["retries"] += 1
-        self.client.set_tag(rec["run_id"], "raygrid.retries", str(rec["retries"]))
+        self.client.set_tag(rec["run_id"], names.TAG_RETRIES, str(rec["retries"]))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         rec = self._info(trial)
@@ -280,14 +252,14 @@ class TrialRunLogger(_tune_callback_base()):
         error_file = getattr(trial, "error_file", None)
         if error_file and os.path.exists(error_file):
             text = Path(error_file).read_text()[-4000:]
-            self.client.set_tag(rec["run_id"], "raygrid.error", text)
+            self.client.set_tag(rec["run_id"], names.TAG_ERROR, text)
         self._finish(trial, rec, "failed", "FAILED")
         self._publish_counts(trials)
 
     def _finish(self, trial, rec: dict[str, Any], outcome: str, status: str) -> None:
-        self.client.set_tag(rec["run_id"], TAG_OUTCOME, outcome)
+        self.client.set_tag(rec["run_id"], names.TAG_OUTCOME, outcome)
         if rec["best"] is not None:  # the value the best checkpoint was chosen by (transfer lineage)
-            self.client.set_tag(rec["run_id"], f"raygrid.best.{self.metric}", repr(rec["best"]))
+            self.client.set_tag(rec["run_id"], f"{names.TAG_BEST_PREFIX}{self.metric}", repr(rec["best"]))
         for which, path in (("best", rec["best_path"]), ("final", rec["last_path"])):
             if path:
                 self._attach_checkpoint(rec["run_id"], which, path)
@@ -300,7 +272,7 @@ class TrialRunLogger(_tune_callback_base()):
 
         fs, _ = io.filesystem(self.storage_uri, self.endpoint_url)
         uri = f"s3://{path}" if io.is_s3(self.storage_uri) else path
-        self.client.set_tag(run_id, TAG_CKPT_BEST if which == "best" else TAG_CKPT_FINAL, uri)
+        self.client.set_tag(run_id, names.TAG_CKPT_BEST if which == "best" else names.TAG_CKPT_FINAL, uri)
         try:
             with tempfile.TemporaryDirectory(prefix="raygrid-art-") as tmp:
                 local = Path(io.fetch(path, tmp, fs=fs))
@@ -311,15 +283,15 @@ class TrialRunLogger(_tune_callback_base()):
                 torch.save(model, out / "model.pt")
                 if (local / "meta.json").exists():
                     (out / "meta.json").write_text((local / "meta.json").read_text())
-                self.client.log_artifacts(run_id, str(out), f"checkpoints/{which}")
+                self.client.log_artifacts(run_id, str(out), f"{names.ARTIFACT_CHECKPOINTS}/{which}")
         except FileNotFoundError as e:  # pruned by num_to_keep: the tag still says where it was
-            self.client.set_tag(run_id, f"raygrid.checkpoint.{which}_missing", str(e)[:500])
+            self.client.set_tag(run_id, names.TAG_CKPT_MISSING.format(which=which), str(e)[:500])
 
     def _publish_counts(self, trials) -> None:
         if not self.telemetry:
             return
         if self._gauge is None:
-            from raygrid.telemetry import SweepTelemetry
+            from raygrid.run.telemetry import SweepTelemetry
 
             self._gauge = SweepTelemetry(self.sweep_name)
         counts = {"running": 0, "finished": 0, "stopped": 0, "failed": 0}
@@ -332,25 +304,3 @@ class TrialRunLogger(_tune_callback_base()):
             elif t.status == "TERMINATED":
                 counts["finished" if rec.get("last_step", -1) >= self.budget_steps else "stopped"] += 1
         self._gauge.set_counts(self.stage, counts)
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading back
-# ---------------------------------------------------------------------------------------------
-
-
-def search_trial_runs(tracking_uri: str, experiment_name: str, stage: str | None = None,
-                      sweep_run_id: str | None = None, extra_filter: str = ""):
-    """Trial runs of an experiment as a pandas DataFrame (params come back as strings)."""
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri)
-    parts = [f"tags.`{TAG_TRIAL_ID}` != ''"]
-    if stage:
-        parts.append(f"tags.`{TAG_STAGE}` = '{stage}'")
-    if sweep_run_id:
-        parts.append(f"tags.`{TAG_SWEEP_RUN}` = '{sweep_run_id}'")
-    if extra_filter:
-        parts.append(extra_filter)
-    return mlflow.search_runs(experiment_names=[experiment_name], filter_string=" and ".join(parts),
-                              max_results=100000, output_format="pandas")

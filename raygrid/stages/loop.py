@@ -1,8 +1,10 @@
-"""What every raygrid train loop shares: seeding, device and AMP, checkpoints, reporting.
+"""What every raygrid train loop shares: the start of a worker, seeding, device and AMP,
+checkpoints, reporting, and the training skeleton (`train`) written once.
 
 A train loop is a Ray Train `train_loop_per_worker(loop_config)`. `loop_config` is
-`{"trial": <resolved trial config>, "env": <RunEnv fields>, "meta": {...}}`; the trial config is
-validated again here so a loop never runs on an unchecked dict.
+`{"trial": <resolved trial config as JSON>, "env": <RunEnv fields>, "meta": {...}}`: what crosses
+the process boundary is JSON, and `start` validates it into the trainable's config model there,
+once, so a loop never runs on an unchecked dict.
 
 Checkpoint contract: a checkpoint directory holds `state.pt` (everything needed to continue at the
 same step, RNG states included) and `meta.json` (`{"step": N, "metrics": {...}}`). Every report
@@ -20,12 +22,15 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
+from pydantic import BaseModel
 
-from raygrid.telemetry import TrialTelemetry
+from raygrid.run.telemetry import TrialTelemetry
+from raygrid.stages.config import Budget
 
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
@@ -39,9 +44,6 @@ class RunEnv:
     weights_dir: str | None = None
     s3_endpoint_url: str | None = None
     sweep_name: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 class TrainingDiverged(RuntimeError):
@@ -66,18 +68,27 @@ class Context:
         return self.rank == 0
 
 
-def setup(trial: dict[str, Any], meta: dict[str, Any]) -> Context:
+Config = TypeVar("Config", bound=BaseModel)
+
+
+def start(loop_config: dict[str, Any], model: type[Config]) -> tuple[Config, RunEnv, Context]:
+    """The process boundary of a train loop: the trial config validated into `model`, the run
+    environment, and this worker's context (rank, device, seeded RNGs)."""
+    cfg = model.model_validate(loop_config["trial"])
+    return cfg, RunEnv(**loop_config["env"]), setup(cfg, loop_config.get("meta", {}))
+
+
+def setup(cfg: BaseModel, meta: dict[str, Any]) -> Context:
     import ray.train
     import ray.train.torch
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    threads = trial.get("runtime", {}).get("threads", 0)
-    if threads:
-        torch.set_num_threads(threads)
+    if cfg.runtime.threads:
+        torch.set_num_threads(cfg.runtime.threads)
     device = ray.train.torch.get_device()
     # Distinct but reproducible streams per rank: the same trial seed gives the same run.
-    seed_everything(int(trial["seed"]) * 1000 + rank)
+    seed_everything(int(cfg.seed) * 1000 + rank)
     trial_id = meta.get("trial_id", "")
     return Context(rank, world, device, trial_id, TrialTelemetry(meta.get("stage", ""), trial_id))
 
@@ -219,3 +230,47 @@ class Throughput:
         self.step_time = self._seconds / max(self._steps, 1)
         self._seconds, self._images, self._steps = 0.0, 0, 0
         return rate
+
+
+# ---------------------------------------------------------------------------------------------
+# The training skeleton
+# ---------------------------------------------------------------------------------------------
+
+
+def train(ctx: Context, budget: Budget, start_step: int, batches: Iterator[Any],
+          step: Callable[[Any], tuple[dict[str, float], int]],
+          evaluate: Callable[[], dict[str, float]],
+          state: Callable[[], dict[str, Any]]) -> None:
+    """Run steps start_step+1 .. budget.steps and report every `eval_every` steps and at the end.
+
+    `step(batch)` trains on one batch and returns (this step's losses, images in this rank's
+    batch); `evaluate()` runs on rank 0 only and returns its metrics; `state()` is the checkpoint
+    state, taken on rank 0 at each report. Every step checks its losses for NaN/inf and honours the
+    fault injection of resume tests. A report holds the running means of the losses since the last
+    report (averaged over ranks), the training throughput (evaluation excluded), the evaluation,
+    and, in the first report of each (re)start, `progress/start_step`: where it picked up.
+    """
+    meter = Throughput()
+    first_report = True
+    running: dict[str, list[float]] = {}
+    for i in range(start_step + 1, budget.steps + 1):
+        meter.start()
+        losses, images = step(next(batches))
+        check_finite(i, losses)
+        maybe_inject_failure(i)
+        meter.stop(images * ctx.world_size)
+        for k, v in losses.items():
+            running.setdefault(k, []).append(v)
+        if i % budget.eval_every and i != budget.steps:
+            continue
+        metrics = all_reduce_mean(ctx, {k: sum(v) / len(v) for k, v in running.items()})
+        running.clear()
+        metrics["throughput/images_per_s"] = meter.read()
+        metrics.update(broadcast(ctx, evaluate() if ctx.is_main else {}))
+        if ctx.is_main:
+            gpu_mem = torch.cuda.max_memory_allocated(ctx.device) if ctx.device.type == "cuda" else None
+            ctx.telemetry.record(i, meter.step_time, metrics["throughput/images_per_s"], gpu_mem)
+        if first_report:
+            metrics["progress/start_step"] = start_step  # where this (re)start picked up
+            first_report = False
+        report(ctx, i, metrics, state() if ctx.is_main else None)

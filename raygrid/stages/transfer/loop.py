@@ -1,4 +1,5 @@
-"""transfer: an IQA model fine-tuned from ImageNet, a GAN discriminator's trunk, or random init.
+"""The transfer stage's Ray Train loop: an IQA model fine-tuned from ImageNet, a GAN
+discriminator's trunk, or random init.
 
 Trained on the train split of `data.train` (targets: scores normalised to [0, 1], higher =
 better), validated on its val split (or test split when the set has no val split), and tested on
@@ -14,15 +15,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from raygrid.config import IQAFinetuneConfig
-from raygrid.train import loop
-from raygrid.train.assess import benchmark_table
+from raygrid.stages import loop
+from raygrid.stages.transfer.config import IQAFinetuneConfig
 
 
 def build_model(cfg: IQAFinetuneConfig, weights_dir: str | None) -> torch.nn.Module:
-    from raygrid.nets.iqa import create_iqa_model
-
     from raygrid import io
+    from raygrid.nets.iqa import create_iqa_model
 
     m = cfg.model
     ckpt = m.discriminator_checkpoint
@@ -78,11 +77,9 @@ def evaluate(model, sets: dict[str, Any], batch_size: int, device: torch.device,
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train.torch
 
-    from raygrid.data.iqa import subset
+    from raygrid.data.iqa import open_benchmark, subset
 
-    cfg = IQAFinetuneConfig.model_validate(loop_config["trial"])
-    env = loop.RunEnv(**loop_config["env"])
-    ctx = loop.setup(loop_config["trial"], loop_config.get("meta", {}))
+    cfg, env, ctx = loop.start(loop_config, IQAFinetuneConfig)
 
     model = build_model(cfg, env.weights_dir).to(ctx.device)
     head = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
@@ -98,7 +95,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         loop.set_rng_state(state["rng"])
     model = ray.train.torch.prepare_model(model, move_to_device=False)
 
-    table = benchmark_table(cfg.data.train, env.data_root, cfg.seed, env.s3_endpoint_url)
+    table = open_benchmark(cfg.data.train, env.data_root, cfg.seed, env.s3_endpoint_url)
     splits = set(table["split"])
     train_set = _dataset(subset(table, ["train"], cfg.data.max_images, cfg.seed), "train",
                          cfg.data.image_size, cfg.seed, train=True)
@@ -115,18 +112,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         eval_sets["val"] = _dataset(subset(table, [val_split], cfg.data.max_images, cfg.seed), val_split,
                                     cfg.data.image_size, cfg.seed, train=False)
         for name in cfg.data.test:
-            t = table if name == cfg.data.train else benchmark_table(name, env.data_root, cfg.seed, env.s3_endpoint_url)
+            t = table if name == cfg.data.train else open_benchmark(name, env.data_root, cfg.seed, env.s3_endpoint_url)
             use = ["test"] if name == cfg.data.train else sorted(set(t["split"]))
             eval_sets[f"test/{name}"] = _dataset(subset(t, use, cfg.data.max_images, cfg.seed), use,
                                                  cfg.data.image_size, cfg.seed, train=False)
 
-    meter = loop.Throughput()
-    first_report = True
-    running: list[float] = []
     amp = loop.autocast(ctx.device, cfg.runtime.amp)
-    for step in range(start + 1, cfg.budget.steps + 1):
-        meter.start()
-        batch = next(batches)
+
+    def step(batch) -> tuple[dict[str, float], int]:
         args = [batch["dist"].to(ctx.device)] + ([batch["ref"].to(ctx.device)] if "ref" in batch else [])
         with amp:
             pred = model(*args).float()
@@ -134,23 +127,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        value = float(loss.detach())
-        loop.check_finite(step, {"loss/train": value})
-        loop.maybe_inject_failure(step)
-        running.append(value)
-        meter.stop(args[0].shape[0] * ctx.world_size)
+        return {"loss/train": float(loss.detach())}, args[0].shape[0]
 
-        if step % cfg.budget.eval_every == 0 or step == cfg.budget.steps:
-            metrics = loop.all_reduce_mean(ctx, {"loss/train": sum(running) / len(running)})
-            running.clear()
-            metrics["throughput/images_per_s"] = meter.read()
-            evaluation = evaluate(model, eval_sets, cfg.data.batch_size, ctx.device, cfg.n_boot, cfg.seed) if ctx.is_main else {}
-            metrics.update(loop.broadcast(ctx, evaluation))
-            if ctx.is_main:
-                ctx.telemetry.record(step, meter.step_time, metrics["throughput/images_per_s"], None)
-            inner = getattr(model, "module", model)
-            state = {"model": inner.state_dict(), "opt": opt.state_dict(), "rng": loop.rng_state()} if ctx.is_main else None
-            if first_report:
-                metrics["progress/start_step"] = start  # where this (re)start picked up
-                first_report = False
-            loop.report(ctx, step, metrics, state)
+    def state() -> dict[str, Any]:
+        inner = getattr(model, "module", model)
+        return {"model": inner.state_dict(), "opt": opt.state_dict(), "rng": loop.rng_state()}
+
+    loop.train(ctx, cfg.budget, start, batches, step,
+               evaluate=lambda: evaluate(model, eval_sets, cfg.data.batch_size, ctx.device, cfg.n_boot, cfg.seed),
+               state=state)

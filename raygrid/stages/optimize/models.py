@@ -1,9 +1,9 @@
-"""optimize: SwinIR ×4 trained with λ_fid·fidelity + λ_adv·adversarial (+ λ_pix·L1).
+"""The optimize stage's networks: SwinIR ×4 (+EMA), the fidelity loss, the discriminator, their
+optimisers, one training step and the checkpoint state.
 
 The G/D alternation follows the BasicSR/KAIR GAN recipes: per step, update G with D frozen,
 then update D on real HR vs detached SR; EMA of G after the G step. Adam with betas (0.9, 0.99).
-Every `eval_every` steps the EMA generator is scored on the validation sets (PSNR/SSIM on Y and
-the panel of fidelity distances) and a checkpoint is reported.
+The loss is λ_fid·fidelity + λ_adv·adversarial (+ λ_pix·L1).
 """
 
 from __future__ import annotations
@@ -14,17 +14,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from raygrid import catalog
-from raygrid.config import SRGanConfig
-from raygrid.train import loop
+from raygrid.spec.backbones import BACKBONES
+from raygrid.spec.discriminators import NO_DISCRIMINATOR, split_discriminator
+from raygrid.stages import loop
+from raygrid.stages.optimize.config import SRGanConfig
 
 
 def resolve_trunk_trainable(cfg: SRGanConfig) -> bool:
     setting = cfg.adversarial.trunk_trainable
     if setting != "auto":
         return bool(setting)
-    _, trunk = catalog.split_discriminator(cfg.adversarial.discriminator)
-    info = catalog.BACKBONES.get(trunk)
+    _, trunk = split_discriminator(cfg.adversarial.discriminator)
+    info = BACKBONES.get(trunk)
     return info is None or info.family == "cnn"  # fine-tune conv trunks, freeze transformers
 
 
@@ -50,7 +51,7 @@ class SRGanModels:
         self.discriminator = None
         self.opt_d = None
         self.gan_loss = None
-        if cfg.adversarial.discriminator != catalog.NO_DISCRIMINATOR:
+        if cfg.adversarial.discriminator != NO_DISCRIMINATOR:
             from raygrid.nets.discriminators import GANLoss, create_discriminator
 
             self.discriminator = create_discriminator(
@@ -158,96 +159,3 @@ class SRGanModels:
 
 def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
     return getattr(module, "module", module)
-
-
-# ---------------------------------------------------------------------------------------------
-# Evaluation
-# ---------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def evaluate(generator: torch.nn.Module, val_sets: dict[str, Any], panel: list[Any],
-             device: torch.device, max_images: int | None) -> dict[str, float]:
-    """PSNR/SSIM (Y) and every panel measure on each val set; per-set and pooled means."""
-    generator.eval()
-    sums: dict[str, list[float]] = {}
-    for set_name, dataset in val_sets.items():
-        n = len(dataset) if max_images is None else min(len(dataset), max_images)
-        for i in range(n):
-            item = dataset[i]
-            lr_img, hr = item["lr"].unsqueeze(0).to(device), item["hr"].unsqueeze(0).to(device)
-            sr = generator(lr_img).clamp(0, 1)
-            sr = sr[..., : hr.shape[-2], : hr.shape[-1]]
-            for ev in panel:
-                value = float(ev(sr, hr).mean())
-                sums.setdefault(f"val/{set_name}/{ev.name}", []).append(value)
-                sums.setdefault(f"val/{ev.name}", []).append(value)
-    return {k: sum(v) / len(v) for k, v in sums.items()}
-
-
-# ---------------------------------------------------------------------------------------------
-# The Ray Train loop
-# ---------------------------------------------------------------------------------------------
-
-
-def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    import ray.train.torch
-
-    from raygrid.data.sr import SRTestSet, SRTrainSet, resolve_sr_root
-    from raygrid.metrics.panel import build_panel
-
-    cfg = SRGanConfig.model_validate(loop_config["trial"])
-    env = loop.RunEnv(**loop_config["env"])
-    ctx = loop.setup(loop_config["trial"], loop_config.get("meta", {}))
-
-    models = SRGanModels(cfg, ctx.device, weights_dir=env.weights_dir)
-    state, start = loop.restore()
-    if state is not None:
-        models.load_state(state)
-    models.wrap_for_ddp()
-
-    train_set = SRTrainSet(resolve_sr_root(cfg.data.train, env.data_root), hr_crop=cfg.data.hr_crop,
-                           scale=cfg.generator.scale, seed=cfg.seed)
-    loader = torch.utils.data.DataLoader(
-        train_set, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
-        num_workers=cfg.runtime.num_workers, persistent_workers=cfg.runtime.num_workers > 0,
-        generator=torch.Generator().manual_seed(cfg.seed),
-    )
-    loader = ray.train.torch.prepare_data_loader(loader, move_to_device=False)
-    batches_per_epoch = max(len(loader), 1)
-    batches = loop.infinite(loader, start_epoch=start // batches_per_epoch)
-
-    panel, val_sets = [], {}
-    if ctx.is_main:
-        panel = build_panel(cfg.eval.fidelity_backbones, nr_metrics=cfg.eval.nr_metrics,
-                            weights=cfg.eval.weights, weights_dir=env.weights_dir, device=str(ctx.device))
-        val_sets = {name: SRTestSet(resolve_sr_root(name, env.data_root), scale=cfg.generator.scale)
-                    for name in cfg.data.val}
-
-    meter = loop.Throughput()
-    first_report = True
-    running: dict[str, list[float]] = {}
-    for step in range(start + 1, cfg.budget.steps + 1):
-        meter.start()
-        batch = next(batches)
-        lr_img, hr_img = batch["lr"].to(ctx.device), batch["hr"].to(ctx.device)
-        losses = models.step(lr_img, hr_img)
-        loop.check_finite(step, losses)
-        loop.maybe_inject_failure(step)
-        meter.stop(lr_img.shape[0] * ctx.world_size)
-        for k, v in losses.items():
-            running.setdefault(k, []).append(v)
-
-        if step % cfg.budget.eval_every == 0 or step == cfg.budget.steps:
-            metrics = loop.all_reduce_mean(ctx, {k: sum(v) / len(v) for k, v in running.items()})
-            running.clear()
-            metrics["throughput/images_per_s"] = meter.read()
-            evaluation = evaluate(models.ema, val_sets, panel, ctx.device, cfg.data.val_max_images) if ctx.is_main else {}
-            metrics.update(loop.broadcast(ctx, evaluation))
-            gpu_mem = torch.cuda.max_memory_allocated(ctx.device) if ctx.device.type == "cuda" else None
-            if ctx.is_main:
-                ctx.telemetry.record(step, meter.step_time, metrics["throughput/images_per_s"], gpu_mem)
-            if first_report:
-                metrics["progress/start_step"] = start  # where this (re)start picked up
-                first_report = False
-            loop.report(ctx, step, metrics, models.state() if ctx.is_main else None)

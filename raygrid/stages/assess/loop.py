@@ -1,4 +1,5 @@
-"""assess: a fidelity measure used as an FR-IQA model, scored against human ratings.
+"""The assess stage's Ray Train loop: a fidelity measure used as an FR-IQA model, scored against
+human ratings.
 
 Optionally α/β are first fitted (on another benchmark, or on this benchmark's train split, in
 which case SRCC is measured on its test split). Reports SRCC/PLCC/KRCC with bootstrap intervals;
@@ -15,14 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from raygrid.config import AssessConfig
-from raygrid.train import loop
-
-
-def benchmark_table(name: str, data_root: str, seed: int, endpoint_url: str | None = None):
-    from raygrid.data.iqa import load_benchmark, resolve_benchmark_root
-
-    return load_benchmark(name, resolve_benchmark_root(name, data_root), seed=seed, endpoint_url=endpoint_url)
+from raygrid.stages import loop
+from raygrid.stages.assess.config import AssessConfig
 
 
 def _loader(table, size: int | None, batch_size: int, workers: int):
@@ -54,20 +49,20 @@ def fit(measure, table, cfg: AssessConfig, device: torch.device) -> dict[str, fl
 
 def run_assess(cfg: AssessConfig, env: loop.RunEnv, device: torch.device) -> tuple[dict[str, float], Any]:
     """Fit (optionally) and score; returns the metrics and the measure. Used with and without Ray."""
-    from raygrid.data.iqa import subset
+    from raygrid.data.iqa import open_benchmark, subset
     from raygrid.metrics.correlation import correlations
     from raygrid.nets.fidelity import create_fidelity
 
     measure = create_fidelity(cfg.fidelity.backbone, weights=cfg.fidelity.weights,
                               alpha_beta=cfg.fidelity.alpha_beta, weights_dir=env.weights_dir).to(device)
     measure.eval()
-    table = benchmark_table(cfg.benchmark, env.data_root, cfg.seed, env.s3_endpoint_url)
+    table = open_benchmark(cfg.benchmark, env.data_root, cfg.seed, env.s3_endpoint_url)
     metrics: dict[str, float] = {}
     if cfg.fit_on is not None:
         if cfg.fit_on == cfg.benchmark:
             fit_table = subset(table, ["train", "val"], cfg.max_pairs, cfg.seed)
         else:
-            fit_table = subset(benchmark_table(cfg.fit_on, env.data_root, cfg.seed, env.s3_endpoint_url),
+            fit_table = subset(open_benchmark(cfg.fit_on, env.data_root, cfg.seed, env.s3_endpoint_url),
                                 None, cfg.max_pairs, cfg.seed)
         summary = fit(measure, fit_table, cfg, device)
         metrics.update({f"fit/{k}": float(v) for k, v in summary.items() if isinstance(v, (int, float))})
@@ -82,9 +77,7 @@ def run_assess(cfg: AssessConfig, env: loop.RunEnv, device: torch.device) -> tup
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    cfg = AssessConfig.model_validate(loop_config["trial"])
-    env = loop.RunEnv(**loop_config["env"])
-    ctx = loop.setup(loop_config["trial"], loop_config.get("meta", {}))
+    cfg, env, ctx = loop.start(loop_config, AssessConfig)
     state, start = loop.restore()
     if state is not None and start >= cfg.budget.steps:
         return  # already scored; a restarted trial has nothing left to do

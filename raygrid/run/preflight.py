@@ -1,0 +1,75 @@
+"""Preflight: everything a trial would fail on later, checked before anything starts.
+
+Each trainable's record (raygrid.spec.trainables) says which pretrained files and datasets its
+trials need; the preflight checks them all and stops the sweep with one line naming the file and
+the key. Nothing downloads; the demo data is built here when a stage uses it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from raygrid import io
+from raygrid.space import SpaceError, Sweep
+from raygrid.spec.trainables import BackboneWeights, LocalFile, NRMetric, WeightNeed, of
+
+
+def weight_needs(sweep: Sweep) -> list[tuple[str, WeightNeed]]:
+    """(stage, need) for every pretrained component and named file the sweep's trials load."""
+    needs = {(name, need) for name, stage in sweep.stages.items() for t in stage.trials
+             for need in of(t.config).weight_needs(t.config)}
+    return sorted(needs, key=lambda n: (type(n[1]).__name__, n[0], repr(n[1])))
+
+
+def preflight(sweep: Sweep, data_root: str, weights_dir: str | None) -> None:
+    from raygrid.weights import MissingWeightsError, check_weights
+
+    needs = weight_needs(sweep)
+    for stage, need in (n for n in needs if isinstance(n[1], BackboneWeights)):
+        try:
+            check_weights(need.backbone, need.weights, weights_dir)
+        except (MissingWeightsError, ValueError) as e:
+            raise SpaceError(sweep.source, f"stages.{stage}.{need.key}", str(e).replace("\n", " ")) from None
+    metrics = [n for n in needs if isinstance(n[1], NRMetric)]
+    if metrics:
+        from raygrid.metrics.panel import check_pyiqa_metric
+
+        for stage, need in metrics:
+            try:
+                check_pyiqa_metric(need.name, weights_dir)
+            except (ImportError, ValueError, FileNotFoundError) as e:
+                raise SpaceError(sweep.source, f"stages.{stage}.{need.key}", str(e).replace("\n", " ")) from None
+    for stage, need in (n for n in needs if isinstance(n[1], LocalFile)):
+        if not io.is_s3(need.path) and not Path(need.path).expanduser().is_file():
+            raise SpaceError(sweep.source, f"stages.{stage}.{need.key}", f"{need.what} {need.path} does not exist")
+    check_datasets(sweep, data_root)
+
+
+def check_datasets(sweep: Sweep, data_root: str) -> None:
+    """Build the demo sets if used; check that every other dataset's folder exists (local roots)."""
+    from raygrid.data.iqa import resolve_benchmark_root
+    from raygrid.data.sr import resolve_sr_root
+
+    sr, iqa = set(), set()
+    for stage in sweep.stages.values():
+        for t in stage.trials:
+            needs = of(t.config).datasets(t.config)
+            sr |= needs.sr_sets
+            iqa |= needs.benchmarks
+    if any(n.startswith("demo_") for n in sr | iqa):
+        from raygrid.data.demo import build_demo
+
+        t0 = time.time()
+        build_demo(data_root)
+        print(f"demo data ready under {io.local_root(data_root)} ({time.time() - t0:.1f} s)")
+    if io.is_s3(data_root):
+        return  # mirrored by the readers on first use
+    for name in sorted(sr):
+        root = resolve_sr_root(name, data_root)
+        if not io.is_s3(root) and not Path(root).exists():
+            raise SpaceError(sweep.source, "data_root", f"SR set {name!r}: folder {root} does not exist")
+    for name in sorted(iqa):
+        root = resolve_benchmark_root(name, data_root)
+        if not io.is_s3(root) and not Path(root).exists():
+            raise SpaceError(sweep.source, "data_root", f"benchmark {name!r}: folder {root} does not exist")

@@ -1,0 +1,1 @@
+"""The assess stage: `assess`, a fidelity measure scored as an FR-IQA model."""

@@ -1,0 +1,118 @@
+"""What the trial configs of every stage share: strict models, name validators, the budget, the
+runtime settings and the fidelity measure's settings.
+
+A trial config is what one Tune trial (one Train run) receives: fully resolved, validated, and
+logged to MLflow as flattened params. Each stage's model is in `raygrid.stages.<stage>.config`.
+Search spaces (`raygrid.space`) set values in these models by dotted keys (``fidelity.backbone``);
+an unknown key, a wrong type or an unknown name is an error.
+
+No torch here: the dry run validates every trial of the paper grid in well under a second.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from raygrid.spec.backbones import is_backbone, unknown_backbone
+from raygrid.spec.datasets import BENCHMARKS, CSV_PREFIX, SR_SETS, is_benchmark
+from raygrid.spec.discriminators import NO_DISCRIMINATOR, split_discriminator
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors, never ignored (the BasicSR trap)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+
+
+def _check_weights_spec(value: str) -> str:
+    # "imagenet" (the backbone's standard pretrained weights in raygrid.weights' manifest:
+    # ImageNet for the CNNs and Swin, OpenAI for CLIP, LVD-142M for DINOv2, the fixed-seed random
+    # init for VGG-16-R), "random", a library's pretrained tag, or "file:PATH".
+    # Whether the file exists is checked by raygrid.weights before a sweep starts.
+    if not value or (value.startswith("file:") and len(value) == len("file:")):
+        raise ValueError("expected 'random', 'imagenet', a pretrained tag or 'file:PATH'")
+    return value
+
+
+def _check_backbone(value: str) -> str:
+    if not is_backbone(value):
+        raise ValueError(unknown_backbone(value))
+    return value
+
+
+def _check_benchmark(value: str) -> str:
+    if not is_benchmark(value):
+        raise ValueError(
+            f"unknown dataset {value!r}; expected one of {', '.join(BENCHMARKS)} or '{CSV_PREFIX}<meta-info csv>'"
+        )
+    return value
+
+
+def check_sr_set(value: str, role: str) -> str:
+    names = [n for n, s in SR_SETS.items() if s.role == role]
+    if value not in names and not value.startswith(("/", "./", "s3://", "~")):
+        raise ValueError(
+            f"unknown SR {role} set {value!r}; expected one of {', '.join(names)} or a path/s3:// URI"
+        )
+    return value
+
+
+def _check_discriminator(value: str) -> str:
+    if value != NO_DISCRIMINATOR:
+        split_discriminator(value)  # raises with the list of names
+    return value
+
+
+BackboneName = Annotated[str, AfterValidator(_check_backbone)]
+DiscriminatorName = Annotated[str, AfterValidator(_check_discriminator)]
+WeightsSpec = Annotated[str, AfterValidator(_check_weights_spec)]
+BenchmarkName = Annotated[str, AfterValidator(_check_benchmark)]
+
+
+class Budget(Strict):
+    """Per-trial budget. `steps` is the scheduler's time attribute (monotonic across restarts)."""
+
+    steps: PositiveInt
+    eval_every: PositiveInt
+
+    @model_validator(mode="after")
+    def _eval_within_budget(self) -> Budget:
+        if self.eval_every > self.steps:
+            raise ValueError(f"eval_every ({self.eval_every}) is larger than steps ({self.steps})")
+        return self
+
+
+class Runtime(Strict):
+    """How the train loop runs; does not change the experiment's meaning."""
+
+    amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 on CUDA, off on CPU
+    num_workers: Annotated[int, Field(ge=0)] = 2  # DataLoader workers per Train worker
+    threads: Annotated[int, Field(ge=0)] = 0  # torch threads per Train worker; 0 = torch default
+
+
+class FidelityConfig(Strict):
+    backbone: BackboneName
+    weights: WeightsSpec = "imagenet"
+    alpha_beta: str = "uniform"  # uniform | dists (official file, vgg16 only) | file:PATH
+
+    @field_validator("alpha_beta")
+    @classmethod
+    def _alpha_beta(cls, v: str) -> str:
+        if v not in ("uniform", "dists") and not (v.startswith("file:") and len(v) > 5):
+            raise ValueError("expected 'uniform', 'dists' or 'file:PATH'")
+        return v
+
+    @model_validator(mode="after")
+    def _dists_needs_vgg(self) -> FidelityConfig:
+        if self.alpha_beta == "dists" and self.backbone != "vgg16":
+            raise ValueError(
+                f"alpha_beta 'dists' (the official DISTS weights) exists only for backbone "
+                f"'vgg16', not {self.backbone!r}"
+            )
+        return self

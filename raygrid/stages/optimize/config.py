@@ -1,0 +1,121 @@
+"""The optimize stage's trial config: SwinIR ×4 trained with λ_fid·fidelity + λ_adv·adversarial
+(+ λ_pix·L1) against a discriminator, judged by an evaluator panel."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from raygrid.spec.backbones import BACKBONES
+from raygrid.spec.discriminators import GAN_LOSSES, NO_DISCRIMINATOR
+from raygrid.stages.config import (
+    BackboneName,
+    Budget,
+    DiscriminatorName,
+    FidelityConfig,
+    NonNegFloat,
+    PositiveInt,
+    Runtime,
+    Strict,
+    WeightsSpec,
+    check_sr_set,
+)
+
+
+class GeneratorConfig(Strict):
+    arch: Literal["swinir"] = "swinir"
+    preset: Literal["m", "tiny"] = "m"
+    scale: Literal[4] = 4
+    checkpoint: str | None = None  # PSNR-trained SwinIR file to warm-start from (params/params_ema)
+
+
+class AdversarialConfig(Strict):
+    discriminator: DiscriminatorName = NO_DISCRIMINATOR
+    gan_loss: Literal[GAN_LOSSES] = "vanilla"  # type: ignore[valid-type]
+    # "auto": fine-tune CNN trunks, freeze transformer trunks (projected-GAN style, as ADD does
+    # with DINOv2); the paper does not say, so it is a setting.
+    trunk_trainable: bool | Literal["auto"] = "auto"
+    weights: WeightsSpec = "imagenet"
+    lr: Annotated[float, Field(gt=0)] = 1e-4
+
+
+class SRLossConfig(Strict):
+    fidelity_weight: NonNegFloat = 1.0
+    adversarial_weight: NonNegFloat = 0.0
+    pixel_weight: NonNegFloat = 0.0  # optional L1
+
+
+class SROptimConfig(Strict):
+    lr: Annotated[float, Field(gt=0)] = 1e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.999
+    grad_clip: Annotated[float, Field(gt=0)] | None = 1.0
+
+
+class SRDataConfig(Strict):
+    train: str = "df2k"
+    val: list[str] = ["set5", "set14", "bsd100", "urban100", "div2k_val"]
+    hr_crop: PositiveInt = 256
+    batch_size: PositiveInt = 16
+    val_max_images: PositiveInt | None = None  # cap per val set (CPU demo); None = all
+
+    @field_validator("train")
+    @classmethod
+    def _train(cls, v: str) -> str:
+        return check_sr_set(v, "train")
+
+    @field_validator("val")
+    @classmethod
+    def _val(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("expected at least one validation set")
+        return [check_sr_set(s, "test") for s in v]
+
+    @field_validator("hr_crop")
+    @classmethod
+    def _crop(cls, v: int) -> int:
+        if v % 4:
+            raise ValueError(f"hr_crop {v} must be a multiple of the scale (4)")
+        return v
+
+
+class SREvalConfig(Strict):
+    """The evaluator panel. Evaluators are independent of the loss; those sharing its backbone
+    are flagged in the analysis."""
+
+    fidelity_backbones: list[BackboneName] = list(BACKBONES)
+    weights: WeightsSpec = "imagenet"
+    nr_metrics: list[str] = []  # pyiqa names, e.g. musiq, maniqa, clipiqa, topiq_nr, niqe
+
+
+class SRGanConfig(Strict):
+    """One optimize trial: SwinIR trained with λ_fid·fidelity + λ_adv·adversarial (+ λ_pix·L1)."""
+
+    trainable: Literal["sr_gan"] = "sr_gan"
+    seed: int = 0
+    budget: Budget = Budget(steps=100_000, eval_every=5_000)
+    generator: GeneratorConfig = GeneratorConfig()
+    fidelity: FidelityConfig
+    adversarial: AdversarialConfig = AdversarialConfig()
+    loss: SRLossConfig = SRLossConfig()
+    optim: SROptimConfig = SROptimConfig()
+    data: SRDataConfig = SRDataConfig()
+    eval: SREvalConfig = SREvalConfig()
+    runtime: Runtime = Runtime()
+
+    @model_validator(mode="after")
+    def _adversarial_pairs(self) -> SRGanConfig:
+        none = self.adversarial.discriminator == NO_DISCRIMINATOR
+        w = self.loss.adversarial_weight
+        if none and w > 0:
+            raise ValueError(
+                f"loss.adversarial_weight is {w} but adversarial.discriminator is 'none': "
+                "an adversarial loss needs a discriminator"
+            )
+        if not none and w == 0:
+            raise ValueError(
+                f"adversarial.discriminator is {self.adversarial.discriminator!r} but "
+                "loss.adversarial_weight is 0: the 'none' discriminator pairs with weight 0 only"
+            )
+        return self
