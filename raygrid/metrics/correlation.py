@@ -1,4 +1,4 @@
-"""Agreement between a quality model's predictions and subjective scores (models-and-metrics.md §8).
+"""Agreement between a quality model's predictions and subjective scores (docs/models.md).
 
 SRCC = scipy.stats.spearmanr, KRCC = kendalltau (tau-b), PLCC = pearsonr, as pyiqa computes them;
 `plcc_logistic` is PLCC after the VQEG 4-parameter logistic fit

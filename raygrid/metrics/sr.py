@@ -1,4 +1,4 @@
-"""SR fidelity metrics with the SwinIR/BasicSR protocol (models-and-metrics.md §7).
+"""SR fidelity metrics with the SwinIR/BasicSR protocol (docs/models.md).
 
 1. Both images are clamped to [0, 1] and rounded to uint8 levels (`(x * 255).round()`), as
    BasicSR's `tensor2img` does before it computes any metric.
@@ -151,8 +151,3 @@ def psnr_y_batch(sr: torch.Tensor, hr: torch.Tensor, crop_border: int) -> torch.
 def ssim_y_batch(sr: torch.Tensor, hr: torch.Tensor, crop_border: int) -> torch.Tensor:
     """Per-image SSIM-Y of NxCxHxW batches in [0, 1] -> float64 tensor [N]."""
     return _batch(ssim_y, sr, hr, crop_border)
-
-
-def psnr_rgb_batch(sr: torch.Tensor, hr: torch.Tensor, crop_border: int) -> torch.Tensor:
-    """Per-image RGB PSNR of NxCxHxW batches in [0, 1] -> float64 tensor [N]."""
-    return _batch(psnr_rgb, sr, hr, crop_border)

@@ -1,6 +1,6 @@
 """DISTS-style fidelity measure on any backbone: a loss for the optimize stage, a metric for assess.
 
-DISTS (Ding et al. 2020; models-and-metrics.md §2). Stage 0 = the raw pixels in [0,1], stages
+DISTS (Ding et al. 2020; docs/models.md). Stage 0 = the raw pixels in [0,1], stages
 1..K = the backbone's maps. Per stage i and channel j, with spatial statistics (biased variance):
 
     l_ij = (2 mu_x mu_y + c1) / (mu_x^2 + mu_y^2 + c1)          texture (mean) term

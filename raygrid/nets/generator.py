@@ -1,4 +1,4 @@
-"""SwinIR generator from spandrel's vendored architecture (models-and-metrics.md §4).
+"""SwinIR generator from spandrel's vendored architecture (docs/models.md).
 
 Input LR in [0,1], N x 3 x h x w with any h, w >= 16 (spandrel reflect-pads to a multiple of the
 window and crops the output); output N x 3 x (scale*h) x (scale*w).
