@@ -67,7 +67,7 @@ def execute(sweep: Sweep, opts: RunOptions) -> SweepResult:
         os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", opts.s3_endpoint_url)
 
     preflight(sweep, data_root, opts.weights_dir)
-    experiment_id, sweep_run_id = _open_sweep_run(sweep, opts, out, tracking_uri, storage_uri, data_root)
+    experiment_id, sweep_run_id = _open_sweep_run(sweep, opts, out, tracking_uri, storage_uri)
     client = names.client(tracking_uri)
     result = SweepResult(sweep.name, sweep_run_id, tracking_uri, str(out), storage_uri)
     print(f"sweep {sweep.name!r}: MLflow run {sweep_run_id} in {tracking_uri}; trial state in {storage_uri}")
@@ -117,8 +117,8 @@ def execute(sweep: Sweep, opts: RunOptions) -> SweepResult:
     return result
 
 
-def _open_sweep_run(sweep: Sweep, opts: RunOptions, out: Path, tracking_uri: str, storage_uri: str,
-                    data_root: str) -> tuple[str, str]:
+def _open_sweep_run(sweep: Sweep, opts: RunOptions, out: Path, tracking_uri: str,
+                    storage_uri: str) -> tuple[str, str]:
     """The sweep's experiment and this invocation's parent run (the last unfinished one with
     --resume); a new run gets the plan and the validated space as artifacts."""
     from raygrid.plan import make_plan, plan_to_json
@@ -132,7 +132,7 @@ def _open_sweep_run(sweep: Sweep, opts: RunOptions, out: Path, tracking_uri: str
                          f"{type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
     sweep_run_id, resumed = tracking.start_sweep_run(
         tracking_uri, experiment_id, sweep.name, storage_uri, opts.resume,
-        {names.TAG_SPACE: sweep.source, names.TAG_DATA_ROOT: data_root})
+        {names.TAG_SPACE: sweep.source})
     if not resumed:
         client = names.client(tracking_uri)
         with tempfile.TemporaryDirectory() as tmp:

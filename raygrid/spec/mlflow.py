@@ -20,7 +20,6 @@ KIND_SWEEP = "sweep"
 TAG_SWEEP = "raygrid.sweep"  # the sweep (= experiment) name
 TAG_STORAGE = "raygrid.storage"  # the Tune storage the invocation ran in (resume finds it by this)
 TAG_SPACE = "raygrid.space"  # where the space came from (a path, for people; the content is space.yaml)
-TAG_DATA_ROOT = "raygrid.data_root"  # the data root the trials read (raygrid.io.data_root)
 TAG_GIT_COMMIT = "raygrid.git_commit"
 TAG_VERSION_PREFIX = "raygrid.version."  # + package name
 PARENT_TAG = "mlflow.parentRunId"
