@@ -16,6 +16,10 @@ os.environ["TORCH_HOME"] = os.path.join(_CACHE, "torch")
 os.environ["XDG_CACHE_HOME"] = os.path.join(_CACHE, "xdg")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 os.environ.setdefault("RAYGRID_CACHE", os.path.join(_CACHE, "raygrid"))
+# One intra-op thread per process: the tests' tensors are tiny, and on 2 shared cores torch's
+# thread pool spends its time spin-waiting (the backbone/fidelity/discriminator tests took 140 s of
+# CPU with 2 threads and 31 s with 1). Set before torch is imported; subprocesses inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 import shutil  # noqa: E402
