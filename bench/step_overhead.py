@@ -34,8 +34,8 @@ BENCH_TRIAL = {
 
 def timed_steps(steps: int, warmup: int) -> list[float]:
     """Median-ready per-step times of SRGanModels.step on one fixed batch (CPU, 1 thread)."""
-    from raygrid.config import SRGanConfig
-    from raygrid.train.sr_gan import SRGanModels
+    from raygrid.stages.optimize.config import SRGanConfig
+    from raygrid.stages.optimize.models import SRGanModels
 
     torch.manual_seed(0)
     torch.set_num_threads(1)

@@ -27,7 +27,7 @@ def _start_ray(opts: RunOptions) -> bool:
     """Connect to a cluster or start a local instance; True if this call started it."""
     import ray
 
-    # Tune's classic progress output: it honours the trimmed CLIReporter (raygrid.tuning._reporter).
+    # Tune's classic progress output: it honours the trimmed CLIReporter (raygrid.run.tune_stage._reporter).
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if ray.is_initialized():
         return False
