@@ -142,6 +142,14 @@ def test_interrupted_build_leaves_the_old_store_and_no_partial_one(source):
     assert ds.skipped == 1
 
 
+def test_prepare_a_catalog_set_under_a_data_root_with_worker_processes(source, capsys):
+    data_root = os.path.dirname(source)  # source is <tmp>/DF2K, the catalog folder of "df2k"
+    assert prepare_main(["df2k", "--data-root", data_root, "--workers", "2"]) == 0
+    assert "prepared 3 images" in capsys.readouterr().out
+    ds = SRTrainSet(source, hr_crop=32, seed=4, store=os.path.join(data_root, "DF2K.srstore"))
+    assert _same(_crops(ds), _crops(SRTrainSet(source, hr_crop=32, seed=4, cache=False)))
+
+
 def test_prepare_bad_input_is_one_line(tmp_path, capsys):
     assert prepare_main([str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip()
