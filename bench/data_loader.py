@@ -45,12 +45,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from gpu_step import H100_BF16_DENSE_TFLOPS, paper_trial, step_gflops  # noqa: E402
+from gpu_step import H100_BF16_DENSE_TFLOPS, paper_trial, step_gflops
 
-from raygrid.data.images import list_images, read_rgb, resize_rgb, write_rgb  # noqa: E402
-from raygrid.data.sr import SRTrainSet  # noqa: E402
-from raygrid.data.sr_store import build_store, default_store_location  # noqa: E402
-from raygrid.data.stream import loader_workers, train_batches  # noqa: E402
+from raygrid.data.images import list_images, read_rgb, resize_rgb, write_rgb
+from raygrid.data.sr import SRTrainSet
+from raygrid.data.sr_store import build_store, default_store_location
+from raygrid.data.stream import loader_workers, train_batches
 
 DIV2K_SIZE = (1356, 2040)  # height, width of a DIV2K HR image
 SOURCES = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry")

@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # The optimize step's models and config, imported in this one place. After the structure
 # refactor SRGanModels lives in raygrid.stages.optimize.models.
-from raygrid import costs  # noqa: E402
-from raygrid.config import SRGanConfig  # noqa: E402
-from raygrid.data.images import bicubic_downscale  # noqa: E402
-from raygrid.train.sr_gan import SRGanModels  # noqa: E402
+from raygrid import costs
+from raygrid.config import SRGanConfig
+from raygrid.data.images import bicubic_downscale
+from raygrid.train.sr_gan import SRGanModels
 
 H100_BF16_DENSE_TFLOPS = 989.0  # SXM, dense (no sparsity); the H200 has the same tensor cores
 
@@ -136,13 +136,13 @@ def main(argv: list[str] | None = None) -> None:
     rows = [
         ("device", name),
         ("torch", torch.__version__),
-        ("cell", f"SwinIR-{cfg.generator.preset} x{cfg.generator.scale}, fidelity {cfg.fidelity.backbone}, "
-                 f"discriminator {cfg.adversarial.discriminator}"),
+        ("cell", (f"SwinIR-{cfg.generator.preset} x{cfg.generator.scale}, fidelity {cfg.fidelity.backbone}, "
+                  f"discriminator {cfg.adversarial.discriminator}")),
         ("batch x HR crop", f"{cfg.data.batch_size} x {cfg.data.hr_crop}²  (LR {cfg.data.hr_crop // 4}²)"),
         ("precision", f"{amp}; TF32 matmul {'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'}"),
         ("timed steps", f"{len(times)} after {warmup} warm-up"),
-        ("step time", f"median {median * 1e3:.1f} ms, mean {mean * 1e3:.1f} ms, "
-                      f"min {min(times) * 1e3:.1f} ms"),
+        ("step time", (f"median {median * 1e3:.1f} ms, mean {mean * 1e3:.1f} ms, "
+                       f"min {min(times) * 1e3:.1f} ms")),
         ("images/s", f"{cfg.data.batch_size / median:.1f}"),
         ("FLOPs/step", f"{gflops:,.1f} GFLOP (raygrid.costs)"),
         ("achieved", f"{achieved:.3f} TFLOP/s"),

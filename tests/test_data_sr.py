@@ -11,7 +11,12 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from raygrid import catalog
-from raygrid.data.images import DatasetRootError, ImageDecodeError, bicubic_downscale, to_tensor
+from raygrid.data.images import (
+    DatasetRootError,
+    ImageDecodeError,
+    bicubic_downscale,
+    to_tensor,
+)
 from raygrid.data.sr import SRTestSet, SRTrainSet, resolve_sr_root
 
 

@@ -4,6 +4,7 @@
 import json
 import os
 import time
+from pathlib import Path
 
 import boto3
 import numpy as np
@@ -13,7 +14,14 @@ from PIL import Image
 
 from raygrid.data.images import ImageDecodeError
 from raygrid.data.sr import SRTrainSet
-from raygrid.data.sr_store import MANIFEST, MARKER, StoreError, build_store, open_store, prepare_main
+from raygrid.data.sr_store import (
+    MANIFEST,
+    MARKER,
+    StoreError,
+    build_store,
+    open_store,
+    prepare_main,
+)
 from raygrid.data.stream import train_batches
 
 
@@ -59,7 +67,7 @@ def test_store_crops_equal_png_crops(source, capsys):
     a = list(train_batches(png, 2, 0, num_workers=0, stop_step=4))
     b = list(train_batches(from_store, 2, 0, num_workers=2, stop_step=4))
     assert _same(a, b)
-    manifest = json.loads(open(os.path.join(store, MANIFEST)).read())
+    manifest = json.loads(Path(store, MANIFEST).read_text())
     assert [e["name"] for e in manifest["images"]] == ["0001.png", "0002.png", "flickr/000001.png"]
     assert manifest["images"][2]["shape"] == [70, 50, 3]
     assert prepare_main([source]) == 0 and "up to date" in capsys.readouterr().out
@@ -86,15 +94,15 @@ def test_stale_store_is_refused_naming_the_file(source, change):
 def test_same_size_edit_is_caught_by_sha256_and_a_copy_is_not_a_change(source):
     store = build_store(source, f"{source}.srstore")
     path = os.path.join(source, "0001.png")
-    data = open(path, "rb").read()
+    data = Path(path).read_bytes()
     # rewritten with the same bytes and a new mtime (what a copy or an S3 sync does): still current
-    open(path, "wb").write(data)
+    Path(path).write_bytes(data)
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
     assert open_store(source, store).names[0] == "0001.png"
     # same size, other bytes: only the hash can tell
     flipped = bytearray(data)
     flipped[-20] ^= 0xFF
-    open(path, "wb").write(bytes(flipped))
+    Path(path).write_bytes(bytes(flipped))
     with pytest.raises(StoreError, match=r"0001.png changed since the store was built \(sha256 differs\)"):
         open_store(source, store)
 
@@ -117,7 +125,7 @@ def test_half_built_store_is_not_used(source):
     with pytest.raises(StoreError, match=r"\.srstore is incomplete \(no COMPLETE marker"):
         SRTrainSet(source, hr_crop=32, store="auto")
     # a marker that does not vouch for this manifest is no marker
-    (open(os.path.join(store, MARKER), "w")).write("0" * 64)
+    Path(store, MARKER).write_text("0" * 64)
     with pytest.raises(StoreError, match="incomplete"):
         open_store(source, store)
     ds = SRTrainSet(source, hr_crop=32, store=store, on_mismatch="rebuild")
@@ -128,12 +136,12 @@ def test_half_built_store_is_not_used(source):
 
 def test_interrupted_build_leaves_the_old_store_and_no_partial_one(source):
     store = build_store(source, f"{source}.srstore")
-    before = open(os.path.join(store, MANIFEST)).read()
+    before = Path(store, MANIFEST).read_text()
     with open(os.path.join(source, "0002.png"), "wb") as f:
         f.write(b"\x89PNG\r\n\x1a\n truncated")
     with pytest.raises(ImageDecodeError, match="0002.png"):
         build_store(source, store)
-    assert open(os.path.join(store, MANIFEST)).read() == before
+    assert Path(store, MANIFEST).read_text() == before
     assert sorted(os.listdir(os.path.dirname(store))) == ["DF2K", "DF2K.srstore"]
     # with skip_unreadable the broken file is recorded and skipped the way the PNG path skips it
     build_store(source, store, skip_unreadable=True)

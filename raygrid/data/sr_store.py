@@ -41,7 +41,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from raygrid.data.images import DatasetRootError, ImageDecodeError, list_images, read_rgb
+from raygrid.data.images import (
+    DatasetRootError,
+    ImageDecodeError,
+    list_images,
+    read_rgb,
+)
 
 log = logging.getLogger(__name__)
 
@@ -360,7 +365,7 @@ def publish_store(local: str, uri: str, endpoint_url: str | None = None) -> bool
 
     dest = S3Uri.parse(uri)
     client = boto3.client("s3", endpoint_url=resolve_endpoint(endpoint_url))
-    key = lambda rel: f"{dest.prefix}/{rel}" if dest.prefix else rel  # noqa: E731
+    key = lambda rel: f"{dest.prefix}/{rel}" if dest.prefix else rel
     marker = Path(local, MARKER).read_bytes()
     try:
         if client.get_object(Bucket=dest.bucket, Key=key(MARKER))["Body"].read() == marker:
