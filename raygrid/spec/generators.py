@@ -17,7 +17,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 from raygrid.weights import (
@@ -39,7 +38,8 @@ class GeneratorPreset:
 
     name: str
     label: str  # as papers write it, e.g. "SwinIR-M"
-    # spandrel constructor keywords other than the scale (sequences as tuples: the record is frozen)
+    # spandrel constructor keywords other than the scale; read-only by convention (a plain dict so
+    # that records pickle; create_generator passes a copy)
     kwargs: Mapping[str, Any]
     source: str  # the official configuration this reproduces, or why the preset exists
     params_m: float  # parameters in millions at x4 (a test recounts them)
@@ -79,8 +79,8 @@ class OfficialCheckpoint:
     layout: str  # how the file stores the state dict
 
 
-def _frozen(**kw: Any) -> Mapping[str, Any]:
-    return MappingProxyType(kw)
+def _kwargs(**kw: Any) -> dict[str, Any]:
+    return kw
 
 
 _SWINIR_REPO = "https://github.com/JingyunLiang/SwinIR"
@@ -103,7 +103,7 @@ GENERATORS: dict[str, GeneratorSpec] = {
             presets={
                 "m": GeneratorPreset(
                     "m", "SwinIR-M",
-                    _frozen(img_size=64, embed_dim=180, depths=(6,) * 6, num_heads=(6,) * 6,
+                    _kwargs(img_size=64, embed_dim=180, depths=(6,) * 6, num_heads=(6,) * 6,
                             window_size=8, mlp_ratio=2.0, upsampler="pixelshuffle",
                             resi_connection="1conv", img_range=1.0, drop_path_rate=0.1),
                     source=f"{_SWINIR_REPO} main_test_swinir.py define_model, classical_sr, "
@@ -114,7 +114,7 @@ GENERATORS: dict[str, GeneratorSpec] = {
                 # 0.55 M params; a training step at 1x3x32x32 is ~0.1 s on 2 CPU cores
                 "tiny": GeneratorPreset(
                     "tiny", "SwinIR-tiny",
-                    _frozen(img_size=32, embed_dim=60, depths=(2, 2), num_heads=(6, 6),
+                    _kwargs(img_size=32, embed_dim=60, depths=(2, 2), num_heads=(6, 6),
                             window_size=8, mlp_ratio=2.0, upsampler="pixelshuffle",
                             resi_connection="1conv", img_range=1.0, drop_path_rate=0.0),
                     source="raygrid CPU test/demo preset (no drop-path: a step is deterministic)",
@@ -133,7 +133,7 @@ GENERATORS: dict[str, GeneratorSpec] = {
             presets={
                 "full": GeneratorPreset(
                     "full", "RRDBNet (ESRGAN)",
-                    _frozen(num_filters=64, num_blocks=23),
+                    _kwargs(num_filters=64, num_blocks=23),
                     source="https://github.com/xinntao/ESRGAN RRDBNet_arch.py RRDBNet(3, 3, 64, 23, "
                     "gc=32); BasicSR/Real-ESRGAN RRDBNet num_feat 64, num_block 23, num_grow_ch 32",
                     params_m=16.698, gflops=146.857, flops_lr_size=64,
@@ -141,7 +141,7 @@ GENERATORS: dict[str, GeneratorSpec] = {
                 ),
                 "tiny": GeneratorPreset(
                     "tiny", "RRDBNet-tiny",
-                    _frozen(num_filters=32, num_blocks=2),
+                    _kwargs(num_filters=32, num_blocks=2),
                     source="raygrid CPU test/demo preset",
                     params_m=0.869, gflops=2.427, flops_lr_size=32,
                 ),
@@ -159,7 +159,7 @@ GENERATORS: dict[str, GeneratorSpec] = {
                 # HAT (the paper's base model, between HAT-S and HAT-L), x4 classical SR
                 "full": GeneratorPreset(
                     "full", "HAT",
-                    _frozen(img_size=64, embed_dim=180, depths=(6,) * 6, num_heads=(6,) * 6,
+                    _kwargs(img_size=64, embed_dim=180, depths=(6,) * 6, num_heads=(6,) * 6,
                             window_size=16, compress_ratio=3, squeeze_factor=30, conv_scale=0.01,
                             overlap_ratio=0.5, mlp_ratio=2.0, upsampler="pixelshuffle",
                             resi_connection="1conv", img_range=1.0, drop_path_rate=0.1),
@@ -170,7 +170,7 @@ GENERATORS: dict[str, GeneratorSpec] = {
                 ),
                 "tiny": GeneratorPreset(
                     "tiny", "HAT-tiny",
-                    _frozen(img_size=32, embed_dim=60, depths=(2, 2), num_heads=(6, 6),
+                    _kwargs(img_size=32, embed_dim=60, depths=(2, 2), num_heads=(6, 6),
                             window_size=8, compress_ratio=3, squeeze_factor=10, conv_scale=0.01,
                             overlap_ratio=0.5, mlp_ratio=2.0, upsampler="pixelshuffle",
                             resi_connection="1conv", img_range=1.0, drop_path_rate=0.0),
@@ -299,7 +299,7 @@ def checkpoint_entry(arch: str, preset: str | None, checkpoint: str, scale: int 
         if p.warm_start is None or p.warm_start not in fits:
             raise ValueError(
                 f"generator.checkpoint 'official': {arch}/{p.name} x{scale} has no official warm start "
-                f"(official checkpoints: {', '.join(k for k in CHECKPOINTS)})"
+                f"(give a file path{' or one of ' + ', '.join(fits) if fits else ''})"
             )
         return CHECKPOINTS[p.warm_start].weights
     if checkpoint in CHECKPOINTS:
