@@ -19,13 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raygrid.weights import (
-    FILE_PREFIX,
-    Normalization,
-    WeightEntry,
-    find_file,
-    verify_file,
-)
+from raygrid.spec.backbones import FILE_PREFIX, Normalization, WeightFile
 
 OFFICIAL = "official"  # generator.checkpoint value: the preset's warm start
 # Generators take RGB in [0, 1] as is; SwinIR and HAT subtract their own DIV2K mean internally.
@@ -71,7 +65,7 @@ class GeneratorSpec:
 class OfficialCheckpoint:
     """A published checkpoint of one preset: its weights-manifest entry and what it holds."""
 
-    weights: WeightEntry  # file name, sha256 (full or the prefix a file name embeds), source
+    weights: WeightFile  # file name, sha256 (full or the prefix a file name embeds), source
     arch: str
     preset: str
     scale: int
@@ -187,7 +181,7 @@ GENERATORS: dict[str, GeneratorSpec] = {
 def _checkpoint(arch: str, preset: str, tag: str, file: str, sha256: str | None, source: str,
                 **kw: Any) -> OfficialCheckpoint:
     # keys follow the manifest's "<name>.<tag>" form: "<arch>_<preset>_x4.<tag>"
-    entry = WeightEntry(f"{arch}_{preset}_x4.{tag}", file=file, sha256=sha256, norm=GENERATOR_INPUT,
+    entry = WeightFile(f"{arch}_{preset}_x4.{tag}", file=file, sha256=sha256, norm=GENERATOR_INPUT,
                         source=source)
     return OfficialCheckpoint(entry, arch=arch, preset=preset, scale=4, **kw)
 
@@ -253,8 +247,8 @@ CHECKPOINTS: dict[str, OfficialCheckpoint] = {
     ]
 }
 
-# The WeightEntry records for raygrid.weights.MANIFEST.
-GENERATOR_WEIGHTS: dict[str, WeightEntry] = {k: c.weights for k, c in CHECKPOINTS.items()}
+# The WeightFile records for raygrid.weights.MANIFEST.
+GENERATOR_WEIGHTS: dict[str, WeightFile] = {k: c.weights for k, c in CHECKPOINTS.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,7 +285,7 @@ def checkpoints_for(arch: str, preset: str | None = None, scale: int = 4) -> lis
     return [k for k, c in CHECKPOINTS.items() if (c.arch, c.preset, c.scale) == (arch, p.name, scale)]
 
 
-def checkpoint_entry(arch: str, preset: str | None, checkpoint: str, scale: int = 4) -> WeightEntry | None:
+def checkpoint_entry(arch: str, preset: str | None, checkpoint: str, scale: int = 4) -> WeightFile | None:
     """The manifest entry a checkpoint name means for this generator; None for a file path."""
     p = get_preset(arch, preset)
     fits = checkpoints_for(arch, p.name, scale)
@@ -335,6 +329,8 @@ def resolve_checkpoint(
                 f"'official' or one of {checkpoints_for(arch, preset, scale)})"
             )
         return path
+    from raygrid.weights import find_file, verify_file  # weights lists these records: import late
+
     path = find_file(entry, weights_dir)
     if verify:
         verify_file(entry, path)
