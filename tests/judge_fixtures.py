@@ -49,16 +49,18 @@ def _point(backbone: str, disc: str) -> dict:
             "adversarial.discriminator": disc}
 
 
-def build_store(root: Path, *, images: bool = True, checkpoints: bool = False, optimize: bool = True,
-                seeds: tuple[int, ...] = (0,), backbones=BACKBONES, discriminators=DISCRIMINATORS,
-                val_sets=("demo_sr_val",)) -> Store:
+def build_store(root: Path, *, experiment: str = EXPERIMENT, images: bool = True, checkpoints: bool = False,
+                optimize: bool = True, seeds: tuple[int, ...] = (0,), backbones=BACKBONES,
+                discriminators=DISCRIMINATORS, val_sets=("demo_sr_val",)) -> Store:
+    """One experiment (a sweep) in the MLflow store root/mlflow.db; several experiments can share
+    one store (creating a store's tables is the slow part)."""
     root.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    exp_id = tracking.ensure_experiment(uri, EXPERIMENT, str(root / "mlartifacts"))
-    sweep_id, _ = tracking.start_sweep_run(uri, exp_id, EXPERIMENT, str(root / "ray"), resume=False)
+    exp_id = tracking.ensure_experiment(uri, experiment, str(root / "mlartifacts"))
+    sweep_id, _ = tracking.start_sweep_run(uri, exp_id, experiment, str(root / "ray" / experiment), resume=False)
     client = tracking.client(uri)
     rng = np.random.default_rng(0)
-    store = Store(root, uri, EXPERIMENT, sweep_id)
+    store = Store(root, uri, experiment, sweep_id)
     hr = {}
     if images:
         crops = []
@@ -82,7 +84,7 @@ def build_store(root: Path, *, images: bool = True, checkpoints: bool = False, o
             for seed in seeds:
                 point = {**_point(backbone, disc), "seed": seed}
                 trial_id = f"t{index:04d}"
-                tags = {tracking.PARENT_TAG: sweep_id, tracking.TAG_SWEEP_RUN: sweep_id, tracking.TAG_SWEEP: EXPERIMENT,
+                tags = {tracking.PARENT_TAG: sweep_id, tracking.TAG_SWEEP_RUN: sweep_id, tracking.TAG_SWEEP: experiment,
                         tracking.TAG_STAGE: "optimize", tracking.TAG_TRIAL_ID: trial_id,
                         tracking.TAG_TRIAL_KEY: f"key-{index}", "raygrid.point": json.dumps(point),
                         tracking.TAG_OUTCOME: "finished"}
@@ -134,13 +136,16 @@ def env() -> dict[str, str]:
     return e
 
 
+def judge_args(store: Store, *extra: str) -> list[str]:
+    return ["--experiment", store.experiment, "--tracking-uri", store.uri, "--output-dir", str(store.root / "out"), *extra]
+
+
 def judge_cmd(store: Store, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "raygrid.judge", "--experiment", store.experiment, "--tracking-uri", store.uri,
-            "--output-dir", str(store.root / "out"), *extra]
+    return [sys.executable, "-m", "raygrid.judge", *judge_args(store, *extra)]
 
 
 def run_judge(store: Store, *extra: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(judge_cmd(store, *extra), capture_output=True, text=True, timeout=timeout, env=env(), cwd=REPO)
+    return subprocess.run(judge_cmd(store, *extra), check=False, capture_output=True, text=True, timeout=timeout, env=env(), cwd=REPO)
 
 
 class Server:

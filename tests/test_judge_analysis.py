@@ -39,7 +39,7 @@ def grid_items():
     return items, run_of
 
 
-def simulated(theta: dict, n: int, rng, judges=("a", "b", "c", "d"), crops=("c0", "c1", "c2", "c3"), eta=np.log(0.3)):
+def simulated(theta: dict, n: int, rng, judges=("a", "b", "c", "d"), crops=("c0", "c1", "c2", "c3"), eta=-1.2):
     items, run_of = grid_items()
     rows = []
     for _ in range(n):
@@ -144,6 +144,11 @@ def test_evaluator_agreement_with_people():
     per_crop = pd.concat({c: values[["good"]] for c in ("c0", "c1", "c2", "c3")}, names=["crop_id"]).swaplevel().sort_index()
     pc = evaluator_agreement(df, per_crop, hb, n_boot=0).iloc[0]
     assert pc["agreement"] == pytest.approx(a.loc["good", "agreement"])
+    # an evaluator built on a backbone does not judge pairs with a run trained on that backbone
+    own = evaluator_agreement(df, values[["good"]], hb, n_boot=0, evaluator_backbones={"good": "vgg16_r"}).iloc[0]
+    involved = df["left_item"].str.contains('"vgg16_r"') | df["right_item"].str.contains('"vgg16_r"')
+    assert own["excluded_same_backbone"] == int((involved & (df["choice"] != "same")).sum()) > 0
+    assert own["n_pairs"] == n - own["excluded_same_backbone"] and own["backbone"] == "vgg16_r"
     with pytest.raises(ValueError, match="no direction"):
         evaluator_agreement(df, values, {"good": True})
 

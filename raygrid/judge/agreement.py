@@ -152,14 +152,19 @@ def human_asymmetry(ranking: HumanRanking, iqa_scores: pd.Series, *, iqa_higher_
 
 def evaluator_agreement(judgements: pd.DataFrame, values: pd.DataFrame, higher_better: Mapping[str, bool], *,
                         n_boot: int = 2000, level: float = 0.95, seed: int = 0,
-                        exclude_judges: Iterable[str] = ()) -> pd.DataFrame:
+                        exclude_judges: Iterable[str] = (),
+                        evaluator_backbones: Mapping[str, str | None] | None = None) -> pd.DataFrame:
     """Per evaluator: the fraction of judged pairs (not "same") where it prefers the chosen run.
 
     values: evaluator scores per run — index run_id (a run's value, e.g. its val/<evaluator> at
     the judged step) or a MultiIndex (run_id, crop_id) for per-crop scores; one column per
     evaluator. higher_better: evaluator -> its direction. A pair the evaluator scores equal
-    counts one half. Pairs where either run has no value are left out for that evaluator.
-    Columns: evaluator, higher_better, n_pairs, agreement, lo, hi, evaluator_ties, level.
+    counts one half. Pairs where either run has no value are left out for that evaluator, and
+    so are pairs with a run trained on the evaluator's own features: `evaluator_backbones` maps an
+    evaluator to the backbone it is built on (a run whose fidelity.backbone is that one is not
+    judged by it; the study's rule for every evaluator).
+    Columns: evaluator, higher_better, backbone, n_pairs, agreement, lo, hi, evaluator_ties,
+    excluded_same_backbone, level.
     """
     validate(judgements)
     df = judgements[~judgements["judge"].isin(set(exclude_judges)) & (judgements["choice"] != "same")]
@@ -179,13 +184,23 @@ def evaluator_agreement(judgements: pd.DataFrame, values: pd.DataFrame, higher_b
     chose_left = (df["choice"] == "left").to_numpy()[:, None]
     agree = np.where(diff == 0, 0.5, (diff > 0) == chose_left).astype(float)
     valid = np.isfinite(diff)
+    own = np.zeros_like(valid)
+    backbones = dict(evaluator_backbones or {})
+    if backbones:
+        lb = item_attributes(df["left_item"])["backbone"].to_numpy()
+        rb = item_attributes(df["right_item"])["backbone"].to_numpy()
+        for n, e in enumerate(evaluators):
+            if backbones.get(e):
+                own[:, n] = (lb == backbones[e]) | (rb == backbones[e])
+    valid &= ~own
     agree = np.where(valid, agree, 0.0)
 
     d = design(df) if len(df) else None
     rows = []
     if d is None:
-        return pd.DataFrame([{"evaluator": e, "higher_better": bool(higher_better[e]), "n_pairs": 0, "agreement": np.nan,
-                              "lo": np.nan, "hi": np.nan, "evaluator_ties": 0, "level": level} for e in evaluators])
+        return pd.DataFrame([{"evaluator": e, "higher_better": bool(higher_better[e]), "backbone": backbones.get(e),
+                              "n_pairs": 0, "agreement": np.nan, "lo": np.nan, "hi": np.nan, "evaluator_ties": 0,
+                              "excluded_same_backbone": 0, "level": level} for e in evaluators])
     j = pd.Categorical(df["judge"], categories=d.judges).codes
     c = pd.Categorical(df["crop_id"], categories=d.crops).codes
     sums = np.zeros((len(d.judges), len(d.crops), len(evaluators)))
@@ -210,7 +225,8 @@ def evaluator_agreement(judgements: pd.DataFrame, values: pd.DataFrame, higher_b
             a = (1 - level) / 2
             if np.isfinite(dist).any():
                 lo, hi = np.nanquantile(dist, [a, 1 - a])
-        rows.append({"evaluator": e, "higher_better": bool(higher_better[e]), "n_pairs": int(valid[:, n].sum()),
-                     "agreement": float(point[n]), "lo": float(lo), "hi": float(hi),
-                     "evaluator_ties": int((valid[:, n] & (diff[:, n] == 0)).sum()), "level": level})
+        rows.append({"evaluator": e, "higher_better": bool(higher_better[e]), "backbone": backbones.get(e),
+                     "n_pairs": int(valid[:, n].sum()), "agreement": float(point[n]), "lo": float(lo), "hi": float(hi),
+                     "evaluator_ties": int((valid[:, n] & (diff[:, n] == 0)).sum()),
+                     "excluded_same_backbone": int(own[:, n].sum()), "level": level})
     return pd.DataFrame(rows)

@@ -79,7 +79,10 @@ def create_app(crop_set: CropSet, store: JudgementStore, *, default_judge: str |
         judge = judge.strip()
         if not judge:
             raise HTTPException(422, "judge name is empty")
-        proposal = next_comparison(store.frame(experiment=experiment), judge, items, run_crops)
+        try:
+            proposal = next_comparison(store.frame(experiment=experiment), judge, items, run_crops)
+        except ValueError as e:  # e.g. no two settings share a crop
+            raise HTTPException(409, str(e)) from None
         return {
             "crop_id": proposal.crop_id, "left_run": proposal.left_run, "right_run": proposal.right_run,
             "repeat_of": proposal.repeat_of, "reason": proposal.reason,

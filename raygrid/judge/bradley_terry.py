@@ -179,7 +179,7 @@ def win_probabilities(theta_i, theta_j, eta) -> tuple[np.ndarray, np.ndarray, np
 def difference_information(theta_i, theta_j, eta) -> np.ndarray:
     """Fisher information about Δ = θi − θj carried by one more comparison of i and j:
     Var((s_i − s_j)/2) — p(1−p) for plain Bradley–Terry; ties carry less."""
-    pi, pj, pt = win_probabilities(theta_i, theta_j, eta)
+    pi, pj, _ = win_probabilities(theta_i, theta_j, eta)
     # (s_i − s_j)/2 is +½ (i), −½ (j), 0 (same)
     mean = (pi - pj) / 2
     return (pi + pj) / 4 - mean ** 2

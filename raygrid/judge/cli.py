@@ -72,6 +72,9 @@ def _tracking_uri(args) -> str:
 def bind(port: int) -> socket.socket:
     """The listening socket, bound before anything heavy starts; a port in use is one line."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # as every server does: a restart may rebind while old connections sit in TIME_WAIT (Linux
+    # still refuses a port that another socket listens on, so "in use" is still detected)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((HOST, port))
     except OSError as e:

@@ -113,7 +113,7 @@ def next_comparison(judgements: pd.DataFrame, judge: str, runs: Mapping[str, Seq
     a, b = best["item_i"], best["item_j"]
     run_a, run_b = _least_judged_run(known, runs[a], crops), _least_judged_run(known, runs[b], crops)
     crop = _least_judged_crop(known, mine, a, b, sorted(set(crops[run_a]) & set(crops[run_b])), rng)
-    left, right = _sides(known, mine, a, b, rng)
+    left, _ = _sides(known, mine, a, b, rng)
     left_run, right_run = (run_a, run_b) if left == a else (run_b, run_a)
     reason = f"score {best['score']:.3f} (P(order wrong) {best['p_wrong']:.2f}, gain {best['gain']:.2f}, n {int(best['n'])})"
     return Proposal(left_run, right_run, crop, None, reason)
@@ -135,7 +135,7 @@ def _repeat(mine: pd.DataFrame, crops: Mapping[str, Sequence[str]]) -> Proposal 
 def _least_judged_run(known: pd.DataFrame, candidates: Sequence[str], crops) -> str:
     usable = [r for r in candidates if crops.get(r)]
     if not len(known):
-        return sorted(usable)[0]
+        return min(usable)
     used = pd.concat([known["left_run"], known["right_run"]]).value_counts()
     return min(usable, key=lambda r: (int(used.get(r, 0)), r))
 

@@ -32,10 +32,10 @@ _SCHEMA = [
     + ", ".join(f"{c} {t}" + (" PRIMARY KEY" if c == "id" else "") for c, (t, _) in COLUMNS.items())
     + f", CHECK (choice IN ({', '.join(repr(c) for c in CHOICES)}))"
     + ", CHECK (left_run <> right_run))",
-    f"CREATE TRIGGER IF NOT EXISTS {TABLE}_no_update BEFORE UPDATE ON {TABLE} "
-    "BEGIN SELECT RAISE(ABORT, 'judgements are append-only'); END",
-    f"CREATE TRIGGER IF NOT EXISTS {TABLE}_no_delete BEFORE DELETE ON {TABLE} "
-    "BEGIN SELECT RAISE(ABORT, 'judgements are append-only'); END",
+    (f"CREATE TRIGGER IF NOT EXISTS {TABLE}_no_update BEFORE UPDATE ON {TABLE} "
+     "BEGIN SELECT RAISE(ABORT, 'judgements are append-only'); END"),
+    (f"CREATE TRIGGER IF NOT EXISTS {TABLE}_no_delete BEFORE DELETE ON {TABLE} "
+     "BEGIN SELECT RAISE(ABORT, 'judgements are append-only'); END"),
     f"CREATE INDEX IF NOT EXISTS {TABLE}_judge ON {TABLE} (experiment, judge)",
 ]
 
