@@ -212,3 +212,25 @@ def test_sampling_needs_two_settings_with_crops():
     p = next_comparison(empty_frame(), "ana", runs, {run_of[items[0]]: ["c0", "c1"], run_of[items[1]]: ["c1"]})
     assert p.crop_id == "c1" and {p.left_run, p.right_run} == {run_of[items[0]], run_of[items[1]]}
     assert list(itertools.islice(iter(runs), 1))
+
+
+def test_what_people_saw_section():
+    from raygrid.judge import what_people_saw
+
+    empty = what_people_saw(empty_frame(), experiment="demo")
+    assert not empty.collected and "python -m raygrid.judge --experiment demo" in empty.notes[0]
+    rng = np.random.default_rng(4)
+    items, run_of = grid_items()
+    theta = {k: float(v) for k, v in zip(items, np.linspace(-1, 1, len(items)))}
+    df = simulated(theta, 300, rng)
+    df.loc[df["judge"] == "d", "elapsed_ms"] = 200  # one hasty judge
+    iqa = pd.Series(dict(zip(BACKBONES, [0.6, 0.7, 0.8, 0.9])))
+    values = pd.DataFrame({"good": [theta[k] for k in items]}, index=[run_of[k] for k in items])
+    people = what_people_saw(df, iqa_scores=iqa, evaluator_values=values, higher_better={"good": True}, n_boot=100)
+    assert people.collected and people.n_judgements == 300 and people.judges == 4
+    assert people.quality.set_index("judge").loc["d", "flag_fast"] and people.excluded == []
+    assert people.ranking.n_judgements == 300 and people.asymmetry[0]["spearman"].notna().all()
+    assert people.agreement.iloc[0]["agreement"] > 0.5
+    strict = what_people_saw(df, exclude_flagged=True, n_boot=0)
+    assert strict.excluded == ["d"] and strict.ranking.n_judgements == int((df["judge"] != "d").sum())
+    assert strict.asymmetry is None and strict.agreement is None

@@ -1,7 +1,12 @@
 """People as the ground truth: a paired-comparison (2AFC with a reference) judging page over a
 sweep's SR crops, and the analysis of the judgements (docs/judging.md).
 
-For the report ("what people saw"):
+For the report ("what people saw"), in one call:
+
+    people = what_people_saw(load_judgements(uri, experiment), experiment=experiment,
+                             iqa_scores=..., evaluator_values=..., higher_better=...)
+
+or piece by piece:
 
     judgements = load_judgements(tracking_uri, experiment)      # MLflow mirror (+ local files)
     if judgements.empty: how_to_collect(experiment, tracking_uri)
@@ -17,6 +22,7 @@ loads none of torch, MLflow or the web server.
 from raygrid.judge.agreement import evaluator_agreement, flagged_judges, human_asymmetry, judge_quality
 from raygrid.judge.ranking import HumanRanking, human_ranking
 from raygrid.judge.schema import CHOICES, COLUMNS, item_attributes, item_label
+from raygrid.judge.section import PeopleSaw, what_people_saw
 
 
 def load_judgements(tracking_uri: str, experiment: str, local_files=()):
@@ -38,5 +44,6 @@ def how_to_collect(experiment: str, tracking_uri: str | None = None) -> str:
             f"{experiment}{uri} --sync` puts the judgements into MLflow, where this report reads them.")
 
 
-__all__ = ["CHOICES", "COLUMNS", "HumanRanking", "evaluator_agreement", "flagged_judges", "how_to_collect",
-           "human_asymmetry", "human_ranking", "item_attributes", "item_label", "judge_quality", "load_judgements"]
+__all__ = ["CHOICES", "COLUMNS", "HumanRanking", "PeopleSaw", "evaluator_agreement", "flagged_judges", "how_to_collect",
+           "human_asymmetry", "human_ranking", "item_attributes", "item_label", "judge_quality", "load_judgements",
+           "what_people_saw"]

@@ -309,7 +309,8 @@ def _load_crop_set(tracking_uri, experiment, cache_dir, data_root, log, max_crop
     sweep_crops_text = {}
     sr: dict[str, dict[str, tuple[Path, int]]] = {}
     sources: dict[str, str] = {}
-    missing_reasons = []
+    missing_reasons: list[str] = []
+    render_errors: list[str] = []
     ids = {c.id for c in crop_list}
     for run_id, info in sorted(infos.items()):
         folder = root / "sr" / run_id
@@ -335,12 +336,19 @@ def _load_crop_set(tracking_uri, experiment, cache_dir, data_root, log, max_crop
                 (folder / f"{k}.png").is_file() for k in meta["ids"]):
             pass  # rendered in an earlier sitting
         elif _has_artifact(client, run_id, CHECKPOINT):
-            meta = _render_run(client, info, crop_list, images, folder, digest, root_data, log)
+            try:
+                meta = _render_run(client, info, crop_list, images, folder, digest, root_data, log)
+            except JudgeInputError as e:  # this run cannot be shown; the others still can
+                render_errors.append(str(e))
+                continue
         else:
             missing_reasons.append(info.name)
             continue
         sr[run_id] = {k: (folder / f"{k}.png", int(meta["step"])) for k in meta["ids"]}
         sources[run_id] = meta["source"]
+    if not sr and render_errors:
+        raise JudgeInputError(render_errors[0])
+    notes += [f"not shown: {e}" for e in render_errors]
     if not sr:
         raise JudgeInputError(f"experiment {experiment!r}: none of its {len(infos)} optimize run(s) has SR images "
                               f"(sr/<crop id> in MLflow) or a {CHECKPOINT} artifact to render them from")
