@@ -89,3 +89,18 @@ def test_load_generator_takes_the_ema_weights(tmp_path):
     torch.save({"opt_g": {}}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="no generator weights"):
         C.load_generator(tmp_path / "bad.pt", "tiny", 4)
+
+
+def test_a_bad_crops_json_on_the_sweep_run_is_one_line(tmp_path, capsys):
+    from judge_fixtures import build_store, judge_args
+
+    from raygrid import tracking
+    from raygrid.judge.cli import main
+
+    store = build_store(tmp_path, images=False, backbones=("vgg16_r", "resnet50"), discriminators=("none",))
+    bad = {"crops": [{"id": "c00", "set": "demo_sr_val", "image": "x", "top": 2, "left": 0, "size": 32, "kind": "detail"}]}
+    tracking.client(store.uri).log_text(store.sweep_run_id, json.dumps(bad), "samples/crops.json")
+    capsys.readouterr()  # MLflow's own log lines from creating the store
+    assert main(judge_args(store, "--port", "0")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "samples/crops.json of sweep run" in err and "multiples of the scale 4" in err

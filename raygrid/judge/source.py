@@ -274,12 +274,12 @@ def _load_crop_set(tracking_uri, experiment, cache_dir, data_root, log, max_crop
             crops_doc, crops_sweep = text, s
             break
     if crops_doc is not None:
-        crop_list = C.parse_crops(crops_doc, f"{CROPS_ARTIFACT} of sweep run {crops_sweep.info.run_id}", scale)
+        crop_list = _parse(crops_doc, f"{CROPS_ARTIFACT} of sweep run {crops_sweep.info.run_id}", scale)
         origin = f"sweep run {crops_sweep.info.run_id}"
     else:
         cached = root / "crops.json"
         if cached.is_file():
-            crop_list = C.parse_crops(cached.read_text(), str(cached), scale)
+            crop_list = _parse(cached.read_text(), str(cached), scale)
         else:
             crop_list = _choose(images, first.params, scale, crop_size, max_crops, experiment)
         origin = "chosen here"
@@ -363,6 +363,13 @@ def _load_crop_set(tracking_uri, experiment, cache_dir, data_root, log, max_crop
     return result
 
 
+def _parse(text: str, where: str, scale: int) -> list[C.Crop]:
+    try:
+        return C.parse_crops(text, where, scale)
+    except ValueError as e:
+        raise JudgeInputError(str(e)) from None
+
+
 def _default_data_root() -> str:
     from raygrid.data.demo import default_data_root
 
@@ -377,7 +384,8 @@ def _choose(images: C.TestImages, params, scale, size, max_crops, experiment) ->
     found = []
     for name in sets:
         try:
-            for stem in images.names(name):
+            # the first max_crops images are all the detail pass can use (choose_crops' round robin)
+            for stem in images.names(name)[:max(0, max_crops - len(found))]:
                 _, hr = images.pair(name, stem)
                 found.append((name, stem, (hr.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)))
         except (OSError, ValueError) as e:
