@@ -116,11 +116,17 @@ def test_pair_level_bootstrap_equals_scipy_percentile_over_pairs():
 
 
 def test_clustered_interval_is_wider_when_references_carry_an_effect():
-    pred, mos, ref = _clustered_data(n_ref=20, per_ref=24, seed=2, ref_effect=0.8)
-    pair = correlations(pred, mos, n_boot=300, seed=1, measures=("srcc",))
-    clus = correlations(pred, mos, n_boot=300, seed=1, clusters=ref, measures=("srcc",))
-    assert clus["srcc"] == pair["srcc"]  # same point estimate: only the interval changes
-    assert clus["srcc_hi"] - clus["srcc_lo"] > 1.5 * (pair["srcc_hi"] - pair["srcc_lo"])
+    ratios = {}
+    for effect in (0.0, 0.8):
+        for seed in range(4):
+            pred, mos, ref = _clustered_data(n_ref=20, per_ref=24, seed=seed, ref_effect=effect)
+            pair = correlations(pred, mos, n_boot=300, seed=1, measures=("srcc",))
+            clus = correlations(pred, mos, n_boot=300, seed=1, clusters=ref, measures=("srcc",))
+            assert clus["srcc"] == pair["srcc"]  # same point estimate: only the interval changes
+            ratios[effect, seed] = (clus["srcc_hi"] - clus["srcc_lo"]) / (pair["srcc_hi"] - pair["srcc_lo"])
+    assert all(ratios[0.8, s] > ratios[0.0, s] for s in range(4)), ratios
+    assert np.mean([ratios[0.8, s] for s in range(4)]) > 1.5, ratios  # design effect of shared references
+    assert np.mean([ratios[0.0, s] for s in range(4)]) < 1.2, ratios  # none without a reference effect
 
 
 def test_cluster_input_is_checked():
