@@ -1,15 +1,34 @@
 """DISTS-style fidelity measure on any backbone: a loss for the optimize stage, a metric for assess.
 
-DISTS (Ding et al. 2020; models-and-metrics.md §2). Stage 0 = the raw pixels in [0,1], stages
-1..K = the backbone's maps. Per stage i and channel j, with spatial statistics (biased variance):
+DISTS (Ding et al. 2020; docs/fidelity.md). Stage 0 = the raw pixels in [0,1], stages 1..K = the
+backbone's maps. Per stage i and channel j, with spatial statistics (biased variance):
 
-    l_ij = (2 mu_x mu_y + c1) / (mu_x^2 + mu_y^2 + c1)          texture (mean) term
-    s_ij = (2 cov_xy + c2) / (var_x + var_y + c2)                structure (covariance) term
+    l_ij = l(mu_x, mu_y),  l(a, b) = (2 a b + c1) / (a^2 + b^2 + c1)      texture (mean) term
+    s_ij = (2 cov_xy + c2) / (var_x + var_y + c2)                       structure (covariance) term
     D(x, y) = 1 - sum_ij (alpha_ij l_ij + beta_ij s_ij) / (sum alpha + sum beta),   c1 = c2 = 1e-6
 
+Signed features. l is SSIM's luminance comparison: a similarity of two non-negative magnitudes, in
+[0, 1] only when a b >= 0. VGG's ReLU maps (and ResNet's) are non-negative, but the residual-stream
+maps of ConvNeXt, Swin, CLIP-ViT and DINOv2 are signed (about half their channel means are
+negative), and there l reaches -1 for a mild noise pair: the distance then rewards flipping a
+channel's mean. The treatment here: each channel is split into its positive and negative parts,
+f = f+ - f-, both non-negative, and the texture term compares the mean of each part,
+
+    l_ij = l(mean f+_x, mean f+_y) * l(mean f-_x, mean f-_y)
+
+so both factors are in [0, 1] and l_ij = 1 only when both parts match. The two means keep both the
+signed mean (mean f+ - mean f-) and the mean magnitude (mean f+ + mean f-): no first-order statistic
+is discarded (ReLU would drop the negative half; |f| the sign). On non-negative features f- = 0, the
+second factor is exactly (0 + c1) / (0 + c1) = 1 and l_ij is bit-for-bit DISTS's: VGG-16 DISTS (and
+ResNet-50, whose maps are ReLU outputs) is unchanged for any input (tested). Stage 0, the pixels,
+is an intensity and keeps DISTS's form, so an SR output overshooting [0, 1] is judged as DISTS
+judges it. The structure term is a correlation, defined for signed maps as it is (SSIM's
+structure term compares zero-mean signals), and is computed on the features themselves: rectifying
+it would throw away the sign pattern of the maps. D(x, x) = 0 on every backbone.
+
 With the vgg16 backbone (L2 pooling, five stages) and the official alpha/beta file this is
-exactly DISTS. Other backbones start from uniform alpha/beta, or from alpha/beta fitted on an
-FR-IQA table with fit_alpha_beta (the assess stage) and saved with save_alpha_beta.
+exactly DISTS. Other backbones start from uniform alpha/beta, or from alpha/beta fitted with
+fit_alpha_beta (MOS agreement plus DISTS's texture-invariance term) and saved with save_alpha_beta.
 """
 
 from __future__ import annotations
@@ -28,6 +47,11 @@ C1 = C2 = 1e-6
 ALPHA_BETA_CHOICES = ("uniform", "dists", "file:PATH")
 
 
+def _mean_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """DISTS's texture comparison of two non-negative channel means: in [0, 1], 1 iff a == b."""
+    return (2 * a * b + C1) / (a * a + b * b + C1)
+
+
 class FidelityMeasure(nn.Module):
     """Full-reference distance, lower = more similar (0 for identical images).
 
@@ -39,7 +63,9 @@ class FidelityMeasure(nn.Module):
 
     lower_better = True
     mode = "FR"
-    score_range = (0.0, 1.0)  # in practice; [0, 2) in theory for non-negative weights
+    # In practice; in theory [0, 2): the texture term is in [0, 1] on every backbone, the structure
+    # term in [-1, 1] (anti-correlated maps), as in DISTS.
+    score_range = (0.0, 1.0)
 
     def __init__(self, backbone: Backbone, alpha: torch.Tensor | None = None, beta: torch.Tensor | None = None,
                  as_loss: bool = False):
@@ -88,7 +114,7 @@ class FidelityMeasure(nn.Module):
         with torch.set_grad_enabled(y_grad and torch.is_grad_enabled()):
             fy = self.features(y)
         s1, s2 = [], []
-        for a, b in zip(fx, fy):
+        for stage, (a, b) in enumerate(zip(fx, fy)):
             # Statistics in float32 even under autocast: c1 = c2 = 1e-6 is below fp16's normal range.
             a, b = a.float(), b.float()
             mx, my = a.mean((2, 3), keepdim=True), b.mean((2, 3), keepdim=True)
@@ -98,7 +124,14 @@ class FidelityMeasure(nn.Module):
             # but exactly var_x for x == y, so D(x, x) = 0 and D is exactly symmetric.
             cov = (da * db).mean((2, 3))
             mx, my = mx.flatten(1), my.flatten(1)
-            s1.append((2 * mx * my + C1) / (mx * mx + my * my + C1))
+            if stage == 0:  # pixel intensities: compared as DISTS does (a generator may overshoot [0, 1])
+                s1.append(_mean_similarity(mx, my))
+            else:
+                # Means of the positive parts, and of the negative parts as mean(f+) - mean(f): one
+                # extra reduction, no extra feature-sized tensor kept for backward; exactly 0 where f >= 0.
+                px, py = a.clamp(min=0).mean((2, 3)), b.clamp(min=0).mean((2, 3))
+                nx, ny = (px - mx).clamp(min=0), (py - my).clamp(min=0)
+                s1.append(_mean_similarity(px, py) * _mean_similarity(nx, ny))
             s2.append((2 * cov + C2) / (vx + vy + C2))
         return torch.cat(s1, 1), torch.cat(s2, 1)
 
