@@ -294,18 +294,16 @@ def _row_kendall(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
         return np.where(den > 0, (sa * sb).sum(-1) / den, np.nan)
 
 
+@dataclass(frozen=True)
 class _Factor:
-    """One resampled unit: its name (for `resampled`), its size, where its weights go."""
-
-    def __init__(self, kind: str, size: int, slot: int | None = None):
-        self.kind, self.size, self.slot = kind, size, slot
+    kind: str  # evaluator | seed | image | reference (for `resampled`)
+    size: int
+    slot: int | None = None  # which test set / benchmark
 
 
 class _Statistic:
-    """statistic(*drawn indices, axis=-1) -> (2 x B): Spearman and Kendall of the two rankings.
-
-    Factors of size < 2 are not resampled (scipy needs two observations): their weights are 1.
-    """
+    """statistic(*drawn indices, axis=-1) for scipy.stats.bootstrap, one index array per resampled
+    factor (factors with one member are not resampled: scipy needs two; their weights are 1)."""
 
     def __init__(self, benches: list[_Benchmark], opt: _Opt, iqa_metric: str):
         self.benches, self.opt, self.metric = benches, opt, iqa_metric
@@ -318,14 +316,11 @@ class _Statistic:
         self.resampled = [f for f in self.factors if f.size >= 2]
 
     def weights(self, idx: tuple[np.ndarray, ...]) -> tuple[int, dict]:
-        drawn = dict(zip(map(id, self.resampled), idx))
-        b = next(iter(idx)).shape[0] if idx else 1
-        out = {}
-        for f in self.factors:
-            if id(f) in drawn:
-                out[f.kind, f.slot] = cluster_weights(drawn[id(f)].astype(np.intp), f.size).astype(np.float64)
-            else:
-                out[f.kind, f.slot] = np.ones((b, f.size))
+        """Drawn indices -> how often each member of each factor was drawn (B x size)."""
+        b = idx[0].shape[0] if idx else 1
+        out = {(f.kind, f.slot): np.ones((b, f.size)) for f in self.factors}
+        for f, drawn in zip(self.resampled, idx):
+            out[f.kind, f.slot] = cluster_weights(drawn.astype(np.intp), f.size).astype(np.float64)
         return b, out
 
     def scores(self, *idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
