@@ -11,6 +11,16 @@ from raygrid.nets.fidelity import FidelityMeasure, create_fidelity, fit_alpha_be
 from raygrid.weights import MissingWeightsError, WeightsHashError
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Sized for one core: on a shared machine, intra-op threads that wait for a busy core made
+    these small forwards several times slower (measured)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def measures():
     cache = {}
