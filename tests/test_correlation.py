@@ -107,7 +107,7 @@ def test_pair_level_bootstrap_equals_scipy_percentile_over_pairs():
     pred, mos = _data(n=40, seed=5, ties=True)
     res = correlations(pred, mos, n_boot=200, seed=3, ci=0.9, measures=("srcc", "plcc"))
     for m, fn in (("srcc", stats.spearmanr), ("plcc", stats.pearsonr)):
-        want = stats.bootstrap((pred, mos), lambda a, b: fn(a, b).statistic, paired=True, vectorized=False,
+        want = stats.bootstrap((pred, mos), lambda a, b, fn=fn: fn(a, b).statistic, paired=True, vectorized=False,
                                n_resamples=200, confidence_level=0.9, method="percentile",
                                rng=np.random.default_rng(3))
         assert res[f"{m}_lo"] == pytest.approx(want.confidence_interval.low, abs=1e-12)

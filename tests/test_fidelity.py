@@ -7,7 +7,12 @@ from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
 from raygrid import catalog
-from raygrid.nets.fidelity import FidelityMeasure, create_fidelity, fit_alpha_beta, texture_crop_pairs
+from raygrid.nets.fidelity import (
+    FidelityMeasure,
+    create_fidelity,
+    fit_alpha_beta,
+    texture_crop_pairs,
+)
 from raygrid.weights import MissingWeightsError, WeightsHashError
 
 

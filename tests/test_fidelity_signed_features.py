@@ -2,6 +2,8 @@
 D(x, x) = 0, D(x, y) in [0, 1], D(x, x + noise) rises with the noise level; on non-negative
 (ReLU) features the texture term is bit-for-bit DISTS's."""
 
+import itertools
+
 import numpy as np
 import pytest
 import safetensors.torch
@@ -104,7 +106,7 @@ def test_signed_features_distance_is_zero_bounded_and_rises_with_noise(measures,
         other = m(x, x.flip(0))  # another photograph
     for d in [*noisy, other]:
         assert ((d >= 0) & (d <= 1)).all(), (name, source, d)
-    for lo, hi in zip(noisy, noisy[1:]):
+    for lo, hi in itertools.pairwise(noisy):
         assert (hi > lo).all(), (name, source, [d.tolist() for d in noisy])  # every image, every step
     assert (noisy[0] > 0).all()
 

@@ -8,7 +8,12 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from raygrid.analysis.intervals import _prepare_iqa, _prepare_opt, _Statistic, asymmetry_interval
+from raygrid.analysis.intervals import (
+    _prepare_iqa,
+    _prepare_opt,
+    _Statistic,
+    asymmetry_interval,
+)
 
 BACKBONES = ["a", "b", "c", "d", "e"]
 

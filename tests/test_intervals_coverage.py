@@ -13,7 +13,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from raygrid.analysis.intervals import _rank_best_first, _row_spearman, asymmetry_interval
+from raygrid.analysis.intervals import (
+    _rank_best_first,
+    _row_spearman,
+    asymmetry_interval,
+)
 from raygrid.metrics.correlation import correlations
 
 REPLICATES = 200
