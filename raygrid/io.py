@@ -239,3 +239,40 @@ def mirror(uri: str, local_dir: str, endpoint_url: str | None = None) -> str:
     os.replace(tmp, target / MANIFEST_NAME)
     log.info("mirrored s3://%s/%s -> %s: %d downloaded, %d already present", bucket, prefix, target, downloaded, skipped)
     return str(target)
+
+
+# ---------------------------------------------------------------------------------------------
+# Publishing a local folder to an S3 prefix
+# ---------------------------------------------------------------------------------------------
+
+
+def read_bytes(uri: str, endpoint_url: str | None = None) -> bytes | None:
+    """The content of one object (or local file); None if it does not exist."""
+    import pyarrow.fs
+
+    fs, path = filesystem(uri, endpoint_url)
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as f:
+        return f.read()
+
+
+def publish(local_dir: str, uri: str, endpoint_url: str | None = None, last: str | None = None) -> None:
+    """Upload the files of `local_dir` under the S3 prefix `uri` and delete the objects below it
+    that the folder lacks. `last` (a relative path, e.g. a completion marker) is removed first and
+    uploaded last, so a reader mirroring meanwhile sees an incomplete tree, never a mixed one."""
+    import pyarrow.fs
+
+    fs, base = filesystem(uri, endpoint_url)
+    root = Path(local_dir)
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    if last is not None and fs.get_file_info(f"{base}/{last}").type == pyarrow.fs.FileType.File:
+        fs.delete_file(f"{base}/{last}")
+    for rel in [f for f in files if f != last] + ([last] if last in files else []):
+        with open(root / rel, "rb") as src, fs.open_output_stream(f"{base}/{rel}") as out:
+            shutil.copyfileobj(src, out)
+    keep = {f"{base}/{rel}" for rel in files}
+    listing = fs.get_file_info(pyarrow.fs.FileSelector(base, recursive=True, allow_not_found=True))
+    for info in listing:
+        if info.type == pyarrow.fs.FileType.File and info.path not in keep:
+            fs.delete_file(info.path)

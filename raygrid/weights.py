@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from raygrid.spec.generators import GENERATOR_WEIGHTS
 from raygrid.spec.backbones import (
+    FILE_PREFIX,
     BACKBONES,
     TIMM_PREFIX,
     Normalization,
@@ -37,7 +39,6 @@ from raygrid.spec.backbones import (
 )
 
 ENV_WEIGHTS_DIR = "RAYGRID_WEIGHTS"
-FILE_PREFIX = "file:"
 RANDOM = "random"
 PRETRAINED = "imagenet"  # alias for the backbone's default pretrained tag
 
@@ -47,6 +48,7 @@ MANIFEST: dict[str, WeightFile] = {
     e.key: e
     for e in [
         *(w for b in BACKBONES.values() for w in b.pretrained),
+        *GENERATOR_WEIGHTS.values(),  # generators' official checkpoints (raygrid.spec.generators)
         # DISTS alpha/beta: the DISTS_pytorch-0.1 wheel's weights.pt = pyiqa's DISTS_weights-f5e65c96.pth.
         WeightFile(
             "dists.alpha_beta",
@@ -55,13 +57,6 @@ MANIFEST: dict[str, WeightFile] = {
             torch_hub=("pyiqa/DISTS_weights-f5e65c96.pth",),
             source="weights.pt inside the DISTS_pytorch-0.1 wheel on PyPI (renamed), or "
             "https://huggingface.co/chaofengc/IQA-PyTorch-Weights (DISTS_weights-f5e65c96.pth)",
-        ),
-        # PSNR-trained SwinIR-M x4 (classical SR, DF2K, 64 px training patches, window 8).
-        WeightFile(
-            "swinir_m_x4.classical_df2k",
-            file="001_classicalSR_DF2K_s64w8_SwinIR-M_x4.pth",
-            source="https://github.com/JingyunLiang/SwinIR/releases/download/v0.0/"
-            "001_classicalSR_DF2K_s64w8_SwinIR-M_x4.pth",
         ),
     ]
 }

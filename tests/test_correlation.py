@@ -59,14 +59,86 @@ def test_bootstrap_ci_reproducible_and_sensible():
     assert wide["srcc_hi"] - wide["srcc_lo"] > a["srcc_hi"] - a["srcc_lo"]
 
 
-def test_vectorised_bootstrap_srcc_equals_scipy_loop():
+def _naive_cluster_statistic(pred, mos, ref, measure):
+    """The textbook cluster bootstrap statistic: gather the pairs of the drawn references, compute."""
+    rows = {c: np.flatnonzero(ref == c) for c in np.unique(ref)}
+    keys = np.unique(ref)
+
+    def stat(idx):
+        take = np.concatenate([rows[keys[i]] for i in idx])
+        x, y = pred[take], mos[take]
+        if measure == "srcc":
+            return stats.spearmanr(x, y).statistic
+        if measure == "krcc":
+            return stats.kendalltau(x, y).statistic
+        if measure == "plcc":
+            return stats.pearsonr(x, y).statistic
+        return plcc_logistic(x, y, fallback=False)
+
+    return stat
+
+
+def _clustered_data(n_ref=12, per_ref=7, seed=0, ref_effect=0.6):
+    rng = np.random.default_rng(seed)
+    ref = np.repeat(np.arange(n_ref), per_ref)
+    ref = np.array([f"img{r:02d}.bmp" for r in ref])  # reference ids are names in the tables
+    q = rng.normal(size=ref.size)
+    bias = rng.normal(0, ref_effect, n_ref)[np.unique(ref, return_inverse=True)[1]]
+    mos = 1 + 4 / (1 + np.exp(-1.5 * q)) + rng.normal(0, 0.2, ref.size)
+    pred = np.round(q + bias + rng.normal(0, 0.4, ref.size), 1)  # ties, as real predictions have
+    return pred, mos, ref
+
+
+@pytest.mark.parametrize("measure", ["srcc", "krcc", "plcc", "plcc_logistic"])
+def test_clustered_bootstrap_equals_scipy_with_the_textbook_statistic(measure):
+    """Same draws (scipy.stats.bootstrap, same rng), statistic computed by gathering the drawn
+    references' rows: the vectorised weighted statistic must give the same BCa interval."""
+    pred, mos, ref = _clustered_data()
+    res = correlations(pred, mos, n_boot=150, seed=5, clusters=ref, measures=(measure,))
+    want = stats.bootstrap((np.arange(12),), _naive_cluster_statistic(pred, mos, ref, measure), n_resamples=150,
+                           vectorized=False, method="BCa", rng=np.random.default_rng(5))
+    tol = 1e-4 if measure == "plcc_logistic" else 1e-10  # the resample fits use a looser tolerance
+    assert res["resampled"] == "reference images" and res["ci_method"] == "BCa" and res["n_clusters"] == 12
+    assert res[f"{measure}_lo"] == pytest.approx(want.confidence_interval.low, abs=tol)
+    assert res[f"{measure}_hi"] == pytest.approx(want.confidence_interval.high, abs=tol)
+
+
+def test_pair_level_bootstrap_equals_scipy_percentile_over_pairs():
     pred, mos = _data(n=40, seed=5, ties=True)
-    n_boot = 200
-    res = correlations(pred, mos, n_boot=n_boot, seed=3, ci=0.9)
-    idx = np.random.default_rng(3).integers(0, 40, size=(n_boot, 40))
-    loop = [stats.spearmanr(pred[i], mos[i]).statistic for i in idx]
-    lo, hi = np.percentile(loop, [5, 95])
-    assert res["srcc_lo"] == pytest.approx(lo, abs=1e-12) and res["srcc_hi"] == pytest.approx(hi, abs=1e-12)
+    res = correlations(pred, mos, n_boot=200, seed=3, ci=0.9, measures=("srcc", "plcc"))
+    for m, fn in (("srcc", stats.spearmanr), ("plcc", stats.pearsonr)):
+        want = stats.bootstrap((pred, mos), lambda a, b, fn=fn: fn(a, b).statistic, paired=True, vectorized=False,
+                               n_resamples=200, confidence_level=0.9, method="percentile",
+                               rng=np.random.default_rng(3))
+        assert res[f"{m}_lo"] == pytest.approx(want.confidence_interval.low, abs=1e-12)
+        assert res[f"{m}_hi"] == pytest.approx(want.confidence_interval.high, abs=1e-12)
+    assert res["resampled"] == "image pairs" and res["n_clusters"] == 40 and "krcc" not in res
+
+
+def test_clustered_interval_is_wider_when_references_carry_an_effect():
+    ratios = {}
+    for effect in (0.0, 0.8):
+        for seed in range(4):
+            pred, mos, ref = _clustered_data(n_ref=20, per_ref=24, seed=seed, ref_effect=effect)
+            pair = correlations(pred, mos, n_boot=300, seed=1, measures=("srcc",))
+            clus = correlations(pred, mos, n_boot=300, seed=1, clusters=ref, measures=("srcc",))
+            assert clus["srcc"] == pair["srcc"]  # same point estimate: only the interval changes
+            ratios[effect, seed] = (clus["srcc_hi"] - clus["srcc_lo"]) / (pair["srcc_hi"] - pair["srcc_lo"])
+    assert all(ratios[0.8, s] > ratios[0.0, s] for s in range(4)), ratios
+    assert np.mean([ratios[0.8, s] for s in range(4)]) > 1.5, ratios  # design effect of shared references
+    assert np.mean([ratios[0.0, s] for s in range(4)]) < 1.2, ratios  # none without a reference effect
+
+
+def test_cluster_input_is_checked():
+    pred, mos, ref = _clustered_data()
+    with pytest.raises(ValueError, match="clusters has 83 entries for 84 pairs"):
+        correlations(pred, mos, clusters=ref[:-1])
+    with pytest.raises(ValueError, match="at least 3 distinct reference ids"):
+        correlations(pred, mos, clusters=np.where(np.arange(ref.size) % 2, "a", "b"))
+    with pytest.raises(ValueError, match="NaN"):
+        correlations(pred, mos, clusters=np.r_[np.arange(ref.size - 1), np.nan])
+    with pytest.raises(ValueError, match="unknown \\['rmse'\\]"):
+        correlations(pred, mos, measures=("srcc", "rmse"))
 
 
 def test_no_bootstrap_and_bad_input():

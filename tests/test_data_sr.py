@@ -1,5 +1,5 @@
-"""SR training/test sets: shapes, bicubic LR, reproducibility across workers and DDP ranks, layouts,
-bad input."""
+"""SR training/test sets: shapes, bicubic LR, reproducibility by (seed, stream position), layouts,
+bad input. The stream across steps, workers and ranks: tests/test_sr_stream.py."""
 
 import logging
 import os
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from raygrid import spec
 from raygrid.data.images import DatasetRootError, ImageDecodeError, bicubic_downscale, to_tensor
@@ -46,43 +46,35 @@ def test_train_sample_shapes_and_lr_is_bicubic_of_hr(hr_folder):
 
 
 def test_crop_without_augment_is_a_patch_of_the_image(hr_folder):
-    ds = SRTrainSet(hr_folder, hr_crop=24, seed=3, augment=False, length=6)
-    img = np.asarray(Image.open(os.path.join(hr_folder, "img0.png")))
-    patch = (ds[3]["hr"].numpy().transpose(1, 2, 0) * 255).round().astype(np.uint8)  # index 3 -> image 0
-    hits = [(t, l) for t in range(img.shape[0] - 23) for l in range(img.shape[1] - 23)
-            if np.array_equal(img[t : t + 24, l : l + 24], patch)]
-    assert hits
+    ds = SRTrainSet(hr_folder, hr_crop=24, seed=3, augment=False)
+    for position in (3, 4):  # second pass of the stream
+        path = ds.paths[ds.order.item(position)]
+        img = np.asarray(Image.open(path))
+        patch = (ds[position]["hr"].numpy().transpose(1, 2, 0) * 255).round().astype(np.uint8)
+        hits = [(t, l) for t in range(img.shape[0] - 23) for l in range(img.shape[1] - 23)
+                if np.array_equal(img[t : t + 24, l : l + 24], patch)]
+        assert hits
 
 
-def test_reproducible_by_seed_and_epoch(hr_folder):
-    a = SRTrainSet(hr_folder, 32, seed=1, length=5)
-    b = SRTrainSet(hr_folder, 32, seed=1, length=5)
-    c = SRTrainSet(hr_folder, 32, seed=2, length=5)
-    assert all(torch.equal(a[i]["hr"], b[i]["hr"]) for i in range(5))
-    assert any(not torch.equal(a[i]["hr"], c[i]["hr"]) for i in range(5))
-    before = [a[i]["hr"] for i in range(5)]
-    a.set_epoch(1)
-    assert any(not torch.equal(before[i], a[i]["hr"]) for i in range(5))
+def test_reproducible_by_seed_and_position(hr_folder):
+    a = SRTrainSet(hr_folder, 32, seed=1)
+    b = SRTrainSet(hr_folder, 32, seed=1)
+    c = SRTrainSet(hr_folder, 32, seed=2)
+    assert all(torch.equal(a[p]["hr"], b[p]["hr"]) for p in range(9))
+    assert any(not torch.equal(a[p]["hr"], c[p]["hr"]) for p in range(9))
+    # the same image at its next visit (a later pass) gets another crop
+    for p in range(3):
+        later = next(q for q in range(3, 9) if a.order.item(q) == a.order.item(p))
+        assert not torch.equal(a[p]["hr"], a[later]["hr"])
+    with pytest.raises(IndexError):
+        a[-1]
 
 
-def test_same_batches_with_and_without_workers(hr_folder):
-    ds = SRTrainSet(hr_folder, 32, seed=4, length=6)
-    plain = [b["hr"] for b in DataLoader(ds, batch_size=2)]
-    workers = [b["hr"] for b in DataLoader(ds, batch_size=2, num_workers=2)]
-    assert all(torch.equal(x, y) for x, y in zip(plain, workers))
-
-
-def test_distributed_sampler_splits_without_changing_samples(hr_folder):
-    ds = SRTrainSet(hr_folder, 32, seed=5, length=8)
-    seen = []
-    for rank in (0, 1):
-        sampler = DistributedSampler(ds, num_replicas=2, rank=rank, shuffle=True, seed=9)
-        sampler.set_epoch(0)
-        indices = list(sampler)
-        seen.append(set(indices))
-        for i in indices[:2]:  # what a rank loads for index i is what rank-free indexing gives
-            assert torch.equal(ds[i]["hr"], SRTrainSet(hr_folder, 32, seed=5, length=8)[i]["hr"])
-    assert seen[0].isdisjoint(seen[1]) and seen[0] | seen[1] == set(range(8))
+def test_same_samples_with_and_without_workers(hr_folder):
+    ds = SRTrainSet(hr_folder, 32, seed=4)
+    plain = [b["hr"] for b in DataLoader(ds, batch_size=1)]
+    workers = [b["hr"] for b in DataLoader(ds, batch_size=1, num_workers=2)]
+    assert len(plain) == 3 and all(torch.equal(x, y) for x, y in zip(plain, workers))
 
 
 def test_train_set_bad_input(tmp_path, hr_folder, caplog):
@@ -90,14 +82,15 @@ def test_train_set_bad_input(tmp_path, hr_folder, caplog):
         SRTrainSet(str(tmp_path / "nowhere"), 32)
     with pytest.raises(ValueError, match="multiple of scale"):
         SRTrainSet(hr_folder, 30)
+    at_img1 = next(p for p in range(3) if SRTrainSet(hr_folder, 32).order.item(p) == 1)
     with pytest.raises(ValueError, match=r"img1.png is 56x40, smaller than hr_crop=48"):
-        SRTrainSet(hr_folder, 48)[1]
+        SRTrainSet(hr_folder, 48)[at_img1]
     bad = os.path.join(hr_folder, "img1.png")
     with open(bad, "wb") as f:
         f.write(b"\x89PNG\r\n\x1a\n not really a png")
     with pytest.raises(ImageDecodeError, match="img1.png"):
-        SRTrainSet(hr_folder, 32)[1]
-    ds = SRTrainSet(hr_folder, 32, skip_unreadable=True, length=6)
+        SRTrainSet(hr_folder, 32)[at_img1]
+    ds = SRTrainSet(hr_folder, 32, skip_unreadable=True)
     with caplog.at_level(logging.WARNING, logger="raygrid.data.sr"):
         samples = [ds[i] for i in range(6)]
     assert all(s["hr"].shape == (3, 32, 32) for s in samples)

@@ -7,8 +7,23 @@ from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
 from raygrid import spec
-from raygrid.nets.fidelity import FidelityMeasure, create_fidelity, fit_alpha_beta
+from raygrid.nets.fidelity import (
+    FidelityMeasure,
+    create_fidelity,
+    fit_alpha_beta,
+    texture_crop_pairs,
+)
 from raygrid.weights import MissingWeightsError, WeightsHashError
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Sized for one core: on a shared machine, intra-op threads that wait for a busy core made
+    these small forwards several times slower (measured)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -276,3 +291,73 @@ def test_statistics_stay_float32_under_autocast(measures, xy):
         d_xx, d_xy = m(x, x), m(x, y)
     assert d_xx.dtype == torch.float32 and torch.allclose(d_xx, torch.zeros(2), atol=1e-6)
     assert torch.allclose(d_xy, m(x, y), atol=0.05)  # bf16 features, same measure
+
+
+# --- DISTS's texture-invariance term ------------------------------------------------------------
+
+
+def _position_image(h, w):
+    """Channel 0/1 hold each pixel's row/column: a crop tells where it was cut."""
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    return torch.stack([ys, xs, torch.zeros_like(ys)])
+
+
+def test_texture_crop_pairs_are_non_overlapping_crops_of_one_image():
+    images = [_position_image(100, 60), _position_image(50, 130), _position_image(140, 140)]
+    batches = texture_crop_pairs(images, crop=40, pairs_per_image=20, batch_size=16, seed=1)
+    assert [a.shape[0] for a, _ in batches] == [16, 16, 16, 12]
+    a = torch.cat([x for x, _ in batches])
+    b = torch.cat([y for _, y in batches])
+    assert a.shape[1:] == (3, 40, 40)
+    ya, xa, yb, xb = a[:, 0, 0, 0], a[:, 1, 0, 0], b[:, 0, 0, 0], b[:, 1, 0, 0]
+    apart = ((ya - yb).abs() >= 40) | ((xa - xb).abs() >= 40)
+    assert apart.all()
+    # crops are contiguous windows of their image, and both axes get used where both are long enough
+    assert torch.equal(a[:, 0, :, 0] - ya[:, None], torch.arange(40.0).expand(len(a), 40))
+    sq = slice(40, 60)
+    assert ((ya[sq] - yb[sq]).abs() >= 40).any() and ((xa[sq] - xb[sq]).abs() >= 40).any()
+    again = texture_crop_pairs(images, crop=40, pairs_per_image=20, batch_size=16, seed=1)
+    assert all(torch.equal(p, q) for (p, _), (q, _) in zip(batches, again))
+    with pytest.raises(ValueError, match="image 1 is 50 x 70; two non-overlapping 40 x 40 crops need a side of at least 80"):
+        texture_crop_pairs([_position_image(100, 60), _position_image(50, 70)], crop=40)
+
+
+def _textures(n=6, size=112, seed=0):
+    """Stationary random textures: coloured noise through a random smoothing kernel per channel.
+    Two crops of one are different samples of the same texture."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        noise = torch.rand(1, 3, size + 8, size + 8, generator=g)
+        k = torch.rand(3, 1, 9, 9, generator=g) ** 4
+        tex = nn.functional.conv2d(noise, k / k.sum((2, 3), keepdim=True), groups=3)[0]
+        lo, hi = tex.amin((1, 2), keepdim=True), tex.amax((1, 2), keepdim=True)
+        out.append((tex - lo) / (hi - lo))
+    return out
+
+
+def test_texture_invariance_term_makes_same_texture_crops_close():
+    pairs = _scored_pairs()
+    texture = texture_crop_pairs(_textures(), crop=48, pairs_per_image=4, seed=0)
+    fits = {}
+    for weight in (0.0, 1.0):
+        torch.manual_seed(0)
+        m = create_fidelity("vgg16_r")
+        stats = m.fit_alpha_beta(pairs, steps=300, lr=0.05, texture_pairs=texture, texture_weight=weight)
+        with torch.no_grad():
+            d_texture = torch.cat([m(a, b) for a, b in texture]).mean()
+            d_scored = torch.cat([m(d, r) for d, r, _ in pairs]).mean()
+        a, b = m.normalized_weights()
+        assert (m.alpha >= 0).all() and (m.beta >= 0).all() and abs(float(a.sum() + b.sum()) - 1) < 1e-5
+        fits[weight] = stats, float(d_texture), float(d_texture / d_scored), float(a.sum())
+    (mos_only, tex_mos_only, ratio_mos_only, share_mos_only), (dists, tex_dists, ratio_dists, share_dists) = fits.values()
+    assert mos_only["n_texture"] == 0 and dists["n_texture"] == 24 and dists["texture_weight"] == 1.0
+    assert dists["texture_ratio_after"] == pytest.approx(ratio_dists, rel=1e-4)
+    assert tex_dists < 0.5 * tex_mos_only, fits  # same-texture crops score much closer
+    assert ratio_dists < 0.3 * ratio_mos_only, fits  # ... relative to the distortions, too
+    assert share_dists > share_mos_only  # weight moves to the mean (texture) terms, as in DISTS
+    assert dists["srcc_after"] > 0.85 and dists["srcc_after"] > mos_only["srcc_after"] - 0.1, fits
+    with pytest.raises(ValueError, match="texture_weight must be >= 0"):
+        fit_alpha_beta(create_fidelity("vgg16_r"), pairs, steps=1, texture_pairs=texture, texture_weight=-1)
+    with pytest.raises(ValueError, match="expected \\(crop_a, crop_b\\)"):
+        fit_alpha_beta(create_fidelity("vgg16_r"), pairs, steps=1, texture_pairs=[(texture[0][0],)])

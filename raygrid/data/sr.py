@@ -1,15 +1,18 @@
-"""Super-resolution data: an on-the-fly training set and paired test sets.
+"""Super-resolution data: an on-the-fly training stream and paired test sets.
 
 Training (`SRTrainSet`): a folder (or s3:// prefix) of HR images. Each sample is a random HR crop,
 optionally flipped/rotated (BasicSR's `augment`: hflip, vflip, transpose), with the LR made from
 it by antialiased bicubic downscaling and rounded to 8-bit levels.
 
-Reproducibility: the crop and augmentation of sample `i` depend only on (seed, epoch, i), never on
-a global RNG, worker id or rank. So a DataLoader with any number of workers, and a
-DistributedSampler on any number of ranks, see exactly the same samples. Call
-`set_epoch(epoch)` (as with DistributedSampler) to draw new crops each epoch; with
-`persistent_workers=True` the workers keep their own copy, so set the epoch before creating the
-loader's iterator, or leave persistent workers off.
+The set is indexed by *stream position* (raygrid.data.stream): position p shows the image that a
+per-pass permutation of the image list puts at p, cropped and flipped by a generator seeded from
+(seed, p). Every sample of a run therefore gets its own crop, and a sample depends on nothing but
+(seed, p): no epoch counter, worker id or rank. `raygrid.data.stream.train_batches` hands the
+positions out by step, rank and world.
+
+Crops are read from decoded PNGs or, when a store is given or prepared beside the set
+(raygrid.data.sr_store), from its memory-mapped arrays: the same pixels, without decoding a whole
+image per crop.
 
 Testing (`SRTestSet`): the standard layouts,
   <root>/HR/baby.png            + <root>/LR_bicubic/X4/babyx4.png     (SwinIR / KAIR)
@@ -28,6 +31,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -44,6 +48,8 @@ from raygrid.data.images import (
 )
 from raygrid.io import ensure_local
 from raygrid.io import is_s3 as is_s3_uri
+from raygrid.data.sr_store import SRStore, find_store, open_store
+from raygrid.data.stream import PassOrder, sample_rng
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +87,18 @@ def _skip_message(path: str, skipped: int) -> str:
 
 
 class SRTrainSet(Dataset):
-    """Random HR crops with on-the-fly bicubic LR.
+    """Random HR crops with on-the-fly bicubic LR, one per stream position.
 
-    Yields {"lr": float32 3x(c/s)x(c/s), "hr": float32 3xcxc}, values in [0, 1], c = hr_crop.
-    `length` samples per epoch (default: one per image); sample i uses image i mod N.
+    `dataset[p]` for any position p >= 0 is {"lr": float32 3x(c/s)x(c/s), "hr": float32 3xcxc},
+    values in [0, 1], c = hr_crop; len() is the number of images (one pass of the stream).
     Images smaller than the crop raise ValueError naming the file. With `skip_unreadable`, a file
     that does not decode is replaced by the next readable one and counted in the log.
+
+    store: None reads the PNGs; "auto" uses the store prepared at the default location
+    (`<root>.srstore`) if there is one, else the PNGs; a path or s3:// URI names a store that must
+    exist (or is built, with on_mismatch="rebuild"). on_mismatch: what a store that does not
+    match its sources (or is incomplete) gets: "refuse" (StoreError) or "rebuild".
+    cache: keep decoded PNGs in memory (None: when the set is small, see CACHE_LIMIT_BYTES).
     """
 
     def __init__(
@@ -96,34 +108,45 @@ class SRTrainSet(Dataset):
         scale: int = 4,
         seed: int = 0,
         augment: bool = True,
-        length: int | None = None,
         skip_unreadable: bool = False,
         endpoint_url: str | None = None,
+        store: str | None = None,
+        on_mismatch: Literal["refuse", "rebuild"] = "refuse",
+        cache: bool | None = None,
     ):
         if hr_crop <= 0 or hr_crop % scale:
             raise ValueError(f"hr_crop={hr_crop} must be a positive multiple of scale={scale}")
+        self.source = root
         self.root = ensure_local(root, endpoint_url)
         _check_root(self.root, "SR training set")
         self.paths = list_images(self.root, recursive=True)
         if not self.paths:
             raise DatasetRootError(f"SR training set: no images in {self.root}")
         self.hr_crop, self.scale, self.seed, self.augment = hr_crop, scale, seed, augment
-        self.length = length if length is not None else len(self.paths)
+        self.order = PassOrder(seed, len(self.paths))
         self.skip_unreadable = skip_unreadable
-        self.epoch = 0
         self.skipped = 0
         self._unreadable: set[int] = set()  # per process: each broken file is logged once
-        total = sum(os.path.getsize(p) for p in self.paths)
-        # Compressed size underestimates decoded size by ~3-10x; the limit allows for that.
-        self._cache: dict[int, np.ndarray] | None = {} if total * 8 < CACHE_LIMIT_BYTES else None
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        self.store: SRStore | None = None
+        if store == "auto":
+            self.store = find_store(root, self.root, on_mismatch, endpoint_url)
+        elif store is not None:
+            self.store = open_store(self.root, store, on_mismatch, skip_unreadable=skip_unreadable,
+                                    endpoint_url=endpoint_url, source=root)
+        if self.store is not None:
+            log.info("SR training set %s: crops from the store %s", root, self.store.location)
+        if cache is None:
+            # Compressed size underestimates decoded size by ~3-10x; the limit allows for that.
+            cache = self.store is None and sum(os.path.getsize(p) for p in self.paths) * 8 < CACHE_LIMIT_BYTES
+        self._cache: dict[int, np.ndarray] | None = {} if cache else None
 
     def __len__(self) -> int:
-        return self.length
+        return len(self.paths)
 
     def _image(self, idx: int) -> np.ndarray:
+        """Image idx, whole: a memmap when read from the store (slicing it reads only the crop)."""
+        if self.store is not None:
+            return self.store.array(idx)
         if self._cache is not None and idx in self._cache:
             return self._cache[idx]
         arr = read_rgb(self.paths[idx])
@@ -147,16 +170,13 @@ class SRTrainSet(Dataset):
                 log.warning(_skip_message(self.paths[idx], self.skipped))
         raise DatasetRootError(f"SR training set: no readable image in {self.root}")
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        if not 0 <= index < self.length:
-            raise IndexError(index)
-        idx, img = self._readable_image(index % len(self.paths))
+    def __getitem__(self, position: int) -> dict[str, torch.Tensor]:
+        idx, img = self._readable_image(self.order.item(position))  # IndexError for p < 0
         h, w = img.shape[:2]
         c = self.hr_crop
         if h < c or w < c:
             raise ValueError(f"HR image {self.paths[idx]} is {h}x{w}, smaller than hr_crop={c}")
-        # One generator per (seed, epoch, sample): independent of workers and ranks.
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = sample_rng(self.seed, position)
         top = int(rng.integers(0, h - c + 1))
         left = int(rng.integers(0, w - c + 1))
         patch = img[top : top + c, left : left + c]

@@ -1,15 +1,34 @@
 """DISTS-style fidelity measure on any backbone: a loss for the optimize stage, a metric for assess.
 
-DISTS (Ding et al. 2020; docs/models.md). Stage 0 = the raw pixels in [0,1], stages
-1..K = the backbone's maps. Per stage i and channel j, with spatial statistics (biased variance):
+DISTS (Ding et al. 2020; docs/fidelity.md). Stage 0 = the raw pixels in [0,1], stages 1..K = the
+backbone's maps. Per stage i and channel j, with spatial statistics (biased variance):
 
-    l_ij = (2 mu_x mu_y + c1) / (mu_x^2 + mu_y^2 + c1)          texture (mean) term
-    s_ij = (2 cov_xy + c2) / (var_x + var_y + c2)                structure (covariance) term
+    l_ij = l(mu_x, mu_y),  l(a, b) = (2 a b + c1) / (a^2 + b^2 + c1)      texture (mean) term
+    s_ij = (2 cov_xy + c2) / (var_x + var_y + c2)                       structure (covariance) term
     D(x, y) = 1 - sum_ij (alpha_ij l_ij + beta_ij s_ij) / (sum alpha + sum beta),   c1 = c2 = 1e-6
 
+Signed features. l is SSIM's luminance comparison: a similarity of two non-negative magnitudes, in
+[0, 1] only when a b >= 0. VGG's ReLU maps (and ResNet's) are non-negative, but the residual-stream
+maps of ConvNeXt, Swin, CLIP-ViT and DINOv2 are signed (about half their channel means are
+negative), and there l reaches -1 for a mild noise pair: the distance then rewards flipping a
+channel's mean. The treatment here: each channel is split into its positive and negative parts,
+f = f+ - f-, both non-negative, and the texture term compares the mean of each part,
+
+    l_ij = l(mean f+_x, mean f+_y) * l(mean f-_x, mean f-_y)
+
+so both factors are in [0, 1] and l_ij = 1 only when both parts match. The two means keep both the
+signed mean (mean f+ - mean f-) and the mean magnitude (mean f+ + mean f-): no first-order statistic
+is discarded (ReLU would drop the negative half; |f| the sign). On non-negative features f- = 0, the
+second factor is exactly (0 + c1) / (0 + c1) = 1 and l_ij is bit-for-bit DISTS's: VGG-16 DISTS (and
+ResNet-50, whose maps are ReLU outputs) is unchanged for any input (tested). Stage 0, the pixels,
+is an intensity and keeps DISTS's form, so an SR output overshooting [0, 1] is judged as DISTS
+judges it. The structure term is a correlation, defined for signed maps as it is (SSIM's
+structure term compares zero-mean signals), and is computed on the features themselves: rectifying
+it would throw away the sign pattern of the maps. D(x, x) = 0 on every backbone.
+
 With the vgg16 backbone (L2 pooling, five stages) and the official alpha/beta file this is
-exactly DISTS. Other backbones start from uniform alpha/beta, or from alpha/beta fitted on an
-FR-IQA table with fit_alpha_beta (the assess stage) and saved with save_alpha_beta.
+exactly DISTS. Other backbones start from uniform alpha/beta, or from alpha/beta fitted with
+fit_alpha_beta (MOS agreement plus DISTS's texture-invariance term) and saved with save_alpha_beta.
 """
 
 from __future__ import annotations
@@ -28,6 +47,11 @@ C1 = C2 = 1e-6
 ALPHA_BETA_CHOICES = ("uniform", "dists", "file:PATH")
 
 
+def _mean_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """DISTS's texture comparison of two non-negative channel means: in [0, 1], 1 iff a == b."""
+    return (2 * a * b + C1) / (a * a + b * b + C1)
+
+
 class FidelityMeasure(nn.Module):
     """Full-reference distance, lower = more similar (0 for identical images).
 
@@ -39,7 +63,9 @@ class FidelityMeasure(nn.Module):
 
     lower_better = True
     mode = "FR"
-    score_range = (0.0, 1.0)  # in practice; [0, 2) in theory for non-negative weights
+    # In practice; in theory [0, 2): the texture term is in [0, 1] on every backbone, the structure
+    # term in [-1, 1] (anti-correlated maps), as in DISTS.
+    score_range = (0.0, 1.0)
 
     def __init__(self, backbone: Backbone, alpha: torch.Tensor | None = None, beta: torch.Tensor | None = None,
                  as_loss: bool = False):
@@ -88,7 +114,7 @@ class FidelityMeasure(nn.Module):
         with torch.set_grad_enabled(y_grad and torch.is_grad_enabled()):
             fy = self.features(y)
         s1, s2 = [], []
-        for a, b in zip(fx, fy):
+        for stage, (a, b) in enumerate(zip(fx, fy)):
             # Statistics in float32 even under autocast: c1 = c2 = 1e-6 is below fp16's normal range.
             a, b = a.float(), b.float()
             mx, my = a.mean((2, 3), keepdim=True), b.mean((2, 3), keepdim=True)
@@ -98,7 +124,14 @@ class FidelityMeasure(nn.Module):
             # but exactly var_x for x == y, so D(x, x) = 0 and D is exactly symmetric.
             cov = (da * db).mean((2, 3))
             mx, my = mx.flatten(1), my.flatten(1)
-            s1.append((2 * mx * my + C1) / (mx * mx + my * my + C1))
+            if stage == 0:  # pixel intensities: compared as DISTS does (a generator may overshoot [0, 1])
+                s1.append(_mean_similarity(mx, my))
+            else:
+                # Means of the positive parts, and of the negative parts as mean(f+) - mean(f): one
+                # extra reduction, no extra feature-sized tensor kept for backward; exactly 0 where f >= 0.
+                px, py = a.clamp(min=0).mean((2, 3)), b.clamp(min=0).mean((2, 3))
+                nx, ny = (px - mx).clamp(min=0), (py - my).clamp(min=0)
+                s1.append(_mean_similarity(px, py) * _mean_similarity(nx, ny))
             s2.append((2 * cov + C2) / (vx + vy + C2))
         return torch.cat(s1, 1), torch.cat(s2, 1)
 
@@ -146,7 +179,8 @@ class FidelityMeasure(nn.Module):
 
     def fit_alpha_beta(self, pairs: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], steps: int = 500,
                        lr: float = 1e-2, **kw) -> dict:
-        """Fit alpha/beta in place on (dist, ref, score) batches; see the module function."""
+        """Fit alpha/beta in place with DISTS's objective (MOS agreement on (dist, ref, score)
+        batches; texture invariance on texture_pairs=(crop_a, crop_b) batches); see the module function."""
         return fit_alpha_beta(self, pairs, steps=steps, lr=lr, **kw)
 
     def extra_repr(self) -> str:
@@ -208,7 +242,7 @@ def create_fidelity(
 
 
 # ---------------------------------------------------------------------------------------------
-# Fitting alpha/beta to human scores
+# Fitting alpha/beta: DISTS's objective (MOS agreement + texture-resampling invariance)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -225,26 +259,73 @@ def _srcc(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(_plcc(_ranks(a), _ranks(b)))
 
 
+def texture_crop_pairs(images, crop: int = 64, pairs_per_image: int = 2, batch_size: int = 16,
+                       seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Pairs of non-overlapping crops of one image, for the texture-invariance term.
+
+    images: tensors 3 x H x W (or 1 x 3 x H x W) in [0, 1], e.g. a benchmark's reference images or
+    a folder of texture photographs; each needs H >= 2 crop or W >= 2 crop. Per pair, the axis the
+    crops are separated along is drawn among those long enough, the two crops' offsets along it
+    leave no overlap, and the other offset of each crop is drawn independently. Returns batches
+    (crop_a, crop_b), each N x 3 x crop x crop. Seeded: the same call gives the same crops.
+    """
+    gen = torch.Generator().manual_seed(seed)
+
+    def draw(high: int) -> int:  # uniform integer in [0, high]
+        return int(torch.randint(0, high + 1, (1,), generator=gen))
+
+    a_crops, b_crops = [], []
+    for i, img in enumerate(images):
+        img = img[0] if img.dim() == 4 and img.shape[0] == 1 else img
+        if img.dim() != 3 or img.shape[0] != 3:
+            raise ValueError(f"texture_crop_pairs: image {i} has shape {tuple(img.shape)}; expected 3 x H x W")
+        h, w = img.shape[1:]
+        axes = [ax for ax, size in ((0, h), (1, w)) if size >= 2 * crop]
+        if not axes:
+            raise ValueError(f"texture_crop_pairs: image {i} is {h} x {w}; two non-overlapping {crop} x {crop} "
+                             f"crops need a side of at least {2 * crop} px")
+        for _ in range(pairs_per_image):
+            ax = axes[draw(len(axes) - 1)]
+            size = (h, w)[ax]
+            first = draw(size - 2 * crop)  # room for the second crop after the first
+            second = first + crop + draw(size - 2 * crop - first)
+            if draw(1):
+                first, second = second, first
+            other = (w, h)[ax] - crop
+            pos = [(first, draw(other)), (second, draw(other))]
+            if ax == 1:
+                pos = [(y, x) for x, y in pos]
+            (ya, xa), (yb, xb) = pos
+            a_crops.append(img[:, ya:ya + crop, xa:xa + crop])
+            b_crops.append(img[:, yb:yb + crop, xb:xb + crop])
+    if not a_crops:
+        raise ValueError("texture_crop_pairs: no images given")
+    return [(torch.stack(a_crops[k:k + batch_size]), torch.stack(b_crops[k:k + batch_size]))
+            for k in range(0, len(a_crops), batch_size)]
+
+
 @torch.no_grad()
 def collect_terms(
-    measure: FidelityMeasure, pairs: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Run the frozen backbone once over (dist, ref, score) batches -> (S1, S2, scores) on CPU."""
+    measure: FidelityMeasure, pairs: Iterable[tuple[torch.Tensor, ...]], scored: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Run the frozen backbone once over (dist, ref, score) batches (or (crop_a, crop_b) batches
+    with scored=False) -> (S1, S2, scores or None) on CPU."""
     device = measure.alpha.device
+    what = "(dist, ref, score)" if scored else "(crop_a, crop_b)"
     s1s, s2s, scores = [], [], []
     for i, batch in enumerate(pairs):
-        if len(batch) != 3:
-            raise ValueError(f"pairs[{i}]: expected (dist, ref, score), got {len(batch)} items")
-        dist, ref, score = batch
-        s1, s2 = measure.similarity_terms(dist.to(device), ref.to(device))
+        if len(batch) != (3 if scored else 2):
+            raise ValueError(f"pairs[{i}]: expected {what}, got {len(batch)} items")
+        s1, s2 = measure.similarity_terms(batch[0].to(device), batch[1].to(device))
         s1s.append(s1.cpu())
         s2s.append(s2.cpu())
-        scores.append(torch.as_tensor(score, dtype=torch.float32).flatten().cpu())
-        if scores[-1].numel() != s1.shape[0]:
-            raise ValueError(f"pairs[{i}]: {s1.shape[0]} image pairs but {scores[-1].numel()} scores")
+        if scored:
+            scores.append(torch.as_tensor(batch[2], dtype=torch.float32).flatten().cpu())
+            if scores[-1].numel() != s1.shape[0]:
+                raise ValueError(f"pairs[{i}]: {s1.shape[0]} image pairs but {scores[-1].numel()} scores")
     if not s1s:
-        raise ValueError("fit_alpha_beta: no (dist, ref, score) batches given")
-    return torch.cat(s1s), torch.cat(s2s), torch.cat(scores)
+        raise ValueError(f"fit_alpha_beta: no {what} batches given")
+    return torch.cat(s1s), torch.cat(s2s), torch.cat(scores) if scored else None
 
 
 def fit_alpha_beta(
@@ -256,24 +337,42 @@ def fit_alpha_beta(
     rank_weight: float = 1.0,
     batch_size: int = 512,
     seed: int = 0,
+    texture_pairs: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    texture_weight: float = 1.0,
 ) -> dict:
-    """Fit alpha/beta (kept >= 0, sum 1) so that the distance agrees with the human scores.
+    """Fit alpha/beta (kept >= 0, sum 1) with DISTS's two-part objective.
 
-    pairs: batches of (dist N x 3 x H x W, ref, score N). higher_better: scores are MOS (higher =
-    better; the fit makes the distance anti-correlate with them) or DMOS (False).
-    Objective per minibatch of images: (1 - PLCC(q, score)) + rank_weight * pairwise logistic
-    ranking loss, q = -distance for MOS. Projected Adam: a clamp to >= 0 after each step (the
-    released DISTS weights are non-negative with exact zeros, consistent with such a projection).
-    The backbone runs once (collect_terms); steps only touch N x sum(C) matrices.
-    Returns {"n", "steps", "loss", "plcc_before", "plcc_after", "srcc_before", "srcc_after"} with
-    correlations of the oriented quality -distance (or distance for DMOS) with the scores.
+    MOS agreement on pairs: batches of (dist N x 3 x H x W, ref, score N); higher_better: scores
+    are MOS (the fit makes the distance anti-correlate with them) or DMOS (False). Per minibatch
+    of images: (1 - PLCC(q, score)) + rank_weight * pairwise logistic ranking loss, q = -distance.
+    Texture-resampling invariance on texture_pairs: batches of (crop_a, crop_b), two
+    non-overlapping crops of one texture-rich image (texture_crop_pairs), which should score ~0:
+    texture_weight * mean D(crop_a, crop_b) / mean D(dist, ref) over the minibatches. The ratio
+    keeps the term scale-free like the MOS term: both are unchanged by scaling all distances, so
+    the fit cannot lower absolute texture distances by moving weight to channels that never differ
+    (that would shrink every distance and leave PLCC as it was); it must find channels that are
+    invariant to resampling a texture yet sensitive to distortions. texture_pairs=None (or
+    texture_weight=0) fits the MOS term alone: that is not DISTS's fit.
+    Projected Adam: a clamp to >= 0 after each step (the released DISTS weights are non-negative
+    with exact zeros, consistent with such a projection). The backbone runs once per pair
+    (collect_terms); steps only touch N x sum(C) matrices.
+    Returns {"n", "n_texture", "texture_weight", "steps", "loss", "plcc_before", "plcc_after",
+    "srcc_before", "srcc_after", "texture_ratio_before", "texture_ratio_after"}: correlations of
+    the oriented quality with the scores; texture ratio = mean texture-pair distance / mean
+    distorted-pair distance over all pairs (NaN without texture pairs).
     """
+    if texture_weight < 0:
+        raise ValueError(f"fit_alpha_beta: texture_weight must be >= 0, got {texture_weight}")
     s1, s2, y = collect_terms(measure, pairs)
     n = y.numel()
     if n < 3:
         raise ValueError(f"fit_alpha_beta: need at least 3 scored pairs, got {n}")
     if float(y.std()) == 0:
         raise ValueError("fit_alpha_beta: all scores are equal; there is nothing to agree with")
+    tex_gaps = None
+    if texture_pairs is not None and texture_weight > 0:
+        t1, t2, _ = collect_terms(measure, texture_pairs, scored=False)
+        tex_gaps = 1 - torch.cat([t1, t2], 1)
     sign = -1.0 if higher_better else 1.0  # orient: q = sign * distance correlates positively with y
     y = (y - y.mean()) / (y.std() + 1e-12)
 
@@ -284,24 +383,33 @@ def fit_alpha_beta(
     w = (torch.cat([a0, b0]).detach().cpu().double() * total).float().requires_grad_(True)
     gaps = 1 - torch.cat([s1, s2], 1)  # n x 2C; distance = gaps @ w / sum(w)
 
-    def quality(weights: torch.Tensor, rows: torch.Tensor | slice = slice(None)) -> torch.Tensor:
-        return sign * (gaps[rows] @ weights / weights.sum())
+    def distance(g: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        return g @ weights / weights.sum()
+
+    def texture_ratio(weights: torch.Tensor) -> float:
+        if tex_gaps is None:
+            return float("nan")
+        return float(distance(tex_gaps, weights).mean() / distance(gaps, weights).mean().clamp_min(1e-12))
 
     with torch.no_grad():
-        q0 = quality(w)
-        before = (float(_plcc(q0, y)), _srcc(q0, y))
+        q0 = sign * distance(gaps, w)
+        before = (float(_plcc(q0, y)), _srcc(q0, y), texture_ratio(w))
     opt = torch.optim.Adam([w], lr=lr)
     gen = torch.Generator().manual_seed(seed)
     loss = torch.tensor(float("nan"))
     for _ in range(steps):
         rows = torch.randperm(n, generator=gen)[: min(batch_size, n)]
-        q, t = quality(w, rows), y[rows]
+        d = distance(gaps[rows], w)
+        q, t = sign * d, y[rows]
         dq, dt = q[:, None] - q[None, :], t[:, None] - t[None, :]
         # Logistic ranking loss over ordered pairs (scale-free in q after standardising).
         qs = dq / (q.std() + 1e-8)
         mask = dt > 0
         rank = nn.functional.softplus(-qs[mask]).mean() if mask.any() else q.sum() * 0
         loss = (1 - _plcc(q, t)) + rank_weight * rank
+        if tex_gaps is not None:
+            tex_rows = torch.randperm(tex_gaps.shape[0], generator=gen)[: min(batch_size, tex_gaps.shape[0])]
+            loss = loss + texture_weight * distance(tex_gaps[tex_rows], w).mean() / d.mean().clamp_min(1e-12)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -310,18 +418,22 @@ def fit_alpha_beta(
             if w.sum() <= 0:  # all weights projected away: restart from uniform
                 w.fill_(1.0)
     with torch.no_grad():
-        q1 = quality(w)
-        after = (float(_plcc(q1, y)), _srcc(q1, y))
+        q1 = sign * distance(gaps, w)
+        after = (float(_plcc(q1, y)), _srcc(q1, y), texture_ratio(w))
         final = w / w.sum()
         c = a0.numel()
         measure.alpha.copy_(final[:c].view_as(measure.alpha).to(measure.alpha))
         measure.beta.copy_(final[c:].view_as(measure.beta).to(measure.beta))
     return {
         "n": n,
+        "n_texture": 0 if tex_gaps is None else int(tex_gaps.shape[0]),
+        "texture_weight": float(texture_weight) if tex_gaps is not None else 0.0,
         "steps": steps,
         "loss": float(loss.detach()),
         "plcc_before": before[0],
         "srcc_before": before[1],
         "plcc_after": after[0],
         "srcc_after": after[1],
+        "texture_ratio_before": before[2],
+        "texture_ratio_after": after[2],
     }

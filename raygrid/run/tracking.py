@@ -21,7 +21,7 @@ from typing import Any
 from raygrid import io
 from raygrid.space.expand import sampled_json
 from raygrid.spec import mlflow as names
-from raygrid.spec.mlflow import client, flatten
+from raygrid.spec.mlflow import client, default_tracking_uri, flatten
 
 # Tune's bookkeeping keys: not experiment metrics.
 _TUNE_KEYS = {
@@ -32,10 +32,6 @@ _TUNE_KEYS = {
 }
 _VERSIONED = ("raygrid", "torch", "torchvision", "ray", "mlflow", "timm", "open_clip_torch", "spandrel",
               "optuna", "numpy", "pandas", "scipy")
-
-
-def default_tracking_uri(output_dir: str) -> str:
-    return f"sqlite:///{Path(output_dir).resolve() / 'mlflow.db'}"
 
 
 def git_commit() -> str:

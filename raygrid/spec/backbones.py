@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 TIMM_PREFIX = "timm:"
+FILE_PREFIX = "file:"  # a weights spec or checkpoint given as an explicit file: "file:PATH"
 
 
 @dataclass(frozen=True)

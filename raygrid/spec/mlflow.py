@@ -69,6 +69,13 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+def default_tracking_uri(output_dir: str) -> str:
+    """A local sweep's store: a SQLite file in its output dir (artifacts next to it)."""
+    from pathlib import Path
+
+    return f"sqlite:///{Path(output_dir).resolve() / 'mlflow.db'}"
+
+
 def client(tracking_uri: str):
     from mlflow.tracking import MlflowClient
 

@@ -1,0 +1,5 @@
+import sys
+
+from raygrid.judge.cli import main
+
+sys.exit(main())
