@@ -4,7 +4,9 @@
     raygrid plan    [--space ...] [--plan-out FILE]              the dry run: trials, axes, resources, GPU-hours
     raygrid report  --experiment NAME [--tracking-uri URI] ...   the asymmetry report of a sweep, from MLflow
     raygrid data    demo [--data-root DIR]                       build the offline demo data; print where
+    raygrid data    prepare SET|FOLDER|s3:// [--out DIR]         the prepared store of an SR training set
     raygrid cluster check cluster.yaml [--strict]                offline checks of the AWS cluster file
+    raygrid judge   --experiment NAME [--port P] [--sync]        side-by-side human judging of a sweep's SR crops
 
 Each command is an `add_arguments(parser)` and a `run(args) -> exit code` pair below. Nothing
 heavy is imported before a command needs it: `plan` and `sweep --dry-run` import no torch, Ray,
@@ -174,9 +176,18 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
                       help="where to build it (default: $RAYGRID_DATA, else the raygrid cache; an s3:// root "
                       "builds in the cache)")
     demo.add_argument("--force", action="store_true", help="rebuild even if a current build is there")
+    from raygrid.data.sr_store import add_prepare_arguments
+
+    add_prepare_arguments(commands.add_parser(
+        "prepare", help="write an SR training set's HR images once as memory-mapped arrays (the prepared store "
+                        "crops are read from without decoding whole images)"))
 
 
 def run_data(args: argparse.Namespace) -> int:
+    if args.data_command == "prepare":
+        from raygrid.data.sr_store import run_prepare
+
+        return run_prepare(args)
     from raygrid import io
     from raygrid.data.demo import build_demo
 
@@ -203,6 +214,23 @@ def run_cluster(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# judge
+# ---------------------------------------------------------------------------------------------
+
+
+def add_judge_arguments(p: argparse.ArgumentParser) -> None:
+    from raygrid.judge.cli import add_arguments
+
+    add_arguments(p)
+
+
+def run_judge(args: argparse.Namespace) -> int:
+    from raygrid.judge.cli import run
+
+    return run(args)
+
+
+# ---------------------------------------------------------------------------------------------
 # the entry point
 # ---------------------------------------------------------------------------------------------
 
@@ -212,8 +240,10 @@ COMMANDS: dict[str, Command] = {
               "then the asymmetry analysis and report"),
     "plan": (add_plan_arguments, run_plan, "print the plan of a sweep without running anything (the dry run)"),
     "report": (add_report_arguments, run_report, "the asymmetry report of a sweep, from MLflow"),
-    "data": (add_data_arguments, run_data, "datasets: build the demo data"),
+    "data": (add_data_arguments, run_data, "datasets: build the demo data, prepare an SR training store"),
     "cluster": (add_cluster_arguments, run_cluster, "offline checks of the AWS cluster file"),
+    "judge": (add_judge_arguments, run_judge, "a local page where people compare the SR crops of a sweep's runs "
+              "two at a time; judgements go to SQLite and MLflow"),
 }
 
 

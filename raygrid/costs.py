@@ -21,15 +21,16 @@ from __future__ import annotations
 
 from raygrid.spec.backbones import BACKBONES
 from raygrid.spec.discriminators import CONV_TRUNK, CONV_TRUNK_GFLOPS
+from raygrid.spec.generators import flop_table
 
 EFFECTIVE_TFLOPS = 100.0
 REFERENCE_PIXELS = 224 * 224  # the backbones' and the conv trunk's counts are at 224×224
 
-# name -> (GFLOPs per forward of one image, at `pixels` input pixels). The generators are listed
-# here; every backbone's count is its record's `gflops` (raygrid.spec.backbones).
+# name -> (GFLOPs per forward of one image, at `pixels` input pixels): every generator preset's
+# count from its record (raygrid.spec.generators, at LR pixels; keys "<arch>_<preset>") and every
+# backbone's from its record (raygrid.spec.backbones).
 FORWARD_GFLOPS: dict[str, tuple[float, int]] = {
-    "swinir_m": (107.113, 64 * 64),  # LR pixels; output 256×256
-    "swinir_tiny": (2.139, 32 * 32),
+    **flop_table(),
     **{b.name: (b.gflops, REFERENCE_PIXELS) for b in BACKBONES.values()},
     CONV_TRUNK: (CONV_TRUNK_GFLOPS, REFERENCE_PIXELS),  # the plain conv discriminator trunk
 }

@@ -246,6 +246,14 @@ def mirror(uri: str, local_dir: str, endpoint_url: str | None = None) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def exists(uri: str, endpoint_url: str | None = None) -> bool:
+    """A file or folder at a local path or s3:// URI exists."""
+    import pyarrow.fs
+
+    fs, path = filesystem(uri, endpoint_url)
+    return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
+
+
 def read_bytes(uri: str, endpoint_url: str | None = None) -> bytes | None:
     """The content of one object (or local file); None if it does not exist."""
     import pyarrow.fs

@@ -215,11 +215,11 @@ def _generator_state(seed: int) -> dict[str, Any]:
     are perturbed, instead of building one per run."""
     import torch
 
-    from raygrid.nets.generator import create_swinir
+    from raygrid.nets.generators import create_generator
 
     if "base" not in _GENERATOR:
         torch.manual_seed(0)
-        _GENERATOR["base"] = create_swinir("tiny", scale=4).state_dict()
+        _GENERATOR["base"] = create_generator("swinir", "tiny", scale=4).state_dict()
     g = torch.Generator().manual_seed(seed)
     return {k: (v + 0.02 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v.clone())
             for k, v in _GENERATOR["base"].items()}

@@ -20,10 +20,16 @@ from raygrid.data.sr_store import (
     StoreError,
     build_store,
     open_store,
-    prepare_main,
 )
 from raygrid.data.stream import train_batches
 
+
+
+def prepare(argv: list[str]) -> int:
+    """`raygrid data prepare ...`, through the real command line."""
+    from raygrid.cli import main
+
+    return main(["data", "prepare", *argv])
 
 def _write(path, seed, size=(60, 72), mode="RGB"):
     rng = np.random.default_rng(seed)
@@ -54,7 +60,7 @@ def _same(xs, ys):
 
 
 def test_store_crops_equal_png_crops(source, capsys):
-    assert prepare_main([source]) == 0
+    assert prepare([source]) == 0
     assert "prepared 3 images" in capsys.readouterr().out
     store = f"{source}.srstore"
     assert os.path.isfile(os.path.join(store, MARKER))
@@ -70,7 +76,7 @@ def test_store_crops_equal_png_crops(source, capsys):
     manifest = json.loads(Path(store, MANIFEST).read_text())
     assert [e["name"] for e in manifest["images"]] == ["0001.png", "0002.png", "flickr/000001.png"]
     assert manifest["images"][2]["shape"] == [70, 50, 3]
-    assert prepare_main([source]) == 0 and "up to date" in capsys.readouterr().out
+    assert prepare([source]) == 0 and "up to date" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("change", ["modified", "added", "removed"])
@@ -152,18 +158,18 @@ def test_interrupted_build_leaves_the_old_store_and_no_partial_one(source):
 
 def test_prepare_a_catalog_set_under_a_data_root_with_worker_processes(source, capsys):
     data_root = os.path.dirname(source)  # source is <tmp>/DF2K, the catalog folder of "df2k"
-    assert prepare_main(["df2k", "--data-root", data_root, "--workers", "2"]) == 0
+    assert prepare(["df2k", "--data-root", data_root, "--workers", "2"]) == 0
     assert "prepared 3 images" in capsys.readouterr().out
     ds = SRTrainSet(source, hr_crop=32, seed=4, store=os.path.join(data_root, "DF2K.srstore"))
     assert _same(_crops(ds), _crops(SRTrainSet(source, hr_crop=32, seed=4, cache=False)))
 
 
 def test_prepare_bad_input_is_one_line(tmp_path, capsys):
-    assert prepare_main([str(tmp_path / "nowhere")]) == 2
+    assert prepare([str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "nowhere" in err and "does not exist" in err
     (tmp_path / "empty").mkdir()
-    assert prepare_main([str(tmp_path / "empty")]) == 2
+    assert prepare([str(tmp_path / "empty")]) == 2
     assert "no images in" in capsys.readouterr().err
 
 
@@ -177,11 +183,11 @@ def test_prepare_from_s3_then_train_from_the_synced_store(source, s3_env, tmp_pa
             client.upload_file(path, bucket, f"data/DF2K/{os.path.relpath(path, source)}")
     uri = f"s3://{bucket}/data/DF2K"
     monkeypatch.setenv("RAYGRID_CACHE", str(tmp_path / "prep-cache"))
-    assert prepare_main([uri]) == 0
+    assert prepare([uri]) == 0
     assert "(uploaded from" in capsys.readouterr().out
     keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="data/DF2K.srstore/")["Contents"]}
     assert f"data/DF2K.srstore/{MARKER}" in keys and "data/DF2K.srstore/arrays/000002.npy" in keys
-    assert prepare_main([uri]) == 0
+    assert prepare([uri]) == 0
     out = capsys.readouterr().out
     assert "up to date" in out and "uploaded" not in out
 

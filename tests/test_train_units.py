@@ -17,10 +17,10 @@ from raygrid.stages.optimize.config import SRGanConfig
 from raygrid.stages.optimize.models import SRGanModels, resolve_trunk_trainable
 
 
-def sr_config(**adversarial) -> SRGanConfig:
+def sr_config(arch: str = "swinir", **adversarial) -> SRGanConfig:
     return SRGanConfig.model_validate({
         "fidelity": {"backbone": "vgg16_r", "weights": "random"},
-        "generator": {"preset": "tiny"},
+        "generator": {"arch": arch, "preset": "tiny"},
         "adversarial": {"weights": "random", **adversarial},
         "loss": {"adversarial_weight": 0.05 if adversarial else 0.0, "pixel_weight": 0.1},
         "optim": {"ema_decay": 0.9},
@@ -33,6 +33,19 @@ def batch(seed=0, n=2, size=48):
     hr = torch.rand(n, 3, size, size, generator=g)
     lr = torch.nn.functional.interpolate(hr, scale_factor=0.25, mode="bicubic", antialias=True).clamp(0, 1)
     return lr, hr
+
+
+@pytest.mark.parametrize("arch", ["swinir", "rrdbnet", "hat"])
+def test_every_generator_trains_a_step_of_the_optimize_step(arch):
+    """generator.arch is an axis: each architecture's tiny preset runs the real GAN step."""
+    torch.manual_seed(0)
+    models = SRGanModels(sr_config(arch, discriminator="patch_conv"), torch.device("cpu"))
+    before = copy.deepcopy(models.generator.state_dict())
+    losses = models.step(*batch())
+    assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+    assert any(not torch.equal(before[k], v) for k, v in models.generator.state_dict().items()
+               if v.is_floating_point())
+    assert type(models.generator).__name__ == {"swinir": "SwinIR", "rrdbnet": "RRDBNet", "hat": "HAT"}[arch]
 
 
 def test_gan_step_updates_g_d_and_ema_and_state_round_trips():

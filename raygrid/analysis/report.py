@@ -522,7 +522,7 @@ def sr_sample_tiles(data: SweepData, runs: pd.DataFrame, data_root: str, lr_crop
     import torch
 
     from raygrid.data.sr import SRTestSet, resolve_sr_root
-    from raygrid.nets.generator import create_swinir
+    from raygrid.nets.generators import create_generator
 
     notes: list[str] = []
     first = runs.iloc[0]
@@ -558,8 +558,9 @@ def sr_sample_tiles(data: SweepData, runs: pd.DataFrame, data_root: str, lr_crop
         if "ema" not in state and "generator" not in state:
             notes.append(f"{name}: the {which} checkpoint holds no generator weights; no SR sample.")
             continue
-        preset = run.get("params.generator.preset")
-        model = create_swinir(preset if isinstance(preset, str) else "m", scale=scale)
+        arch, preset = run.get("params.generator.arch"), run.get("params.generator.preset")
+        model = create_generator(arch if isinstance(arch, str) else "swinir",
+                                 preset if isinstance(preset, str) and preset != "None" else None, scale=scale)
         model.load_state_dict(state["ema"] if "ema" in state else state["generator"])
         model.eval()
         sr = _one_thread_forward(model, lr_patch)

@@ -18,7 +18,7 @@ refused (`on_mismatch`) with one line naming the file. docs/data-path.md says wh
 
 S3: a store at an s3:// URI is mirrored into the local cache and read there; it is never
 rewritten by a reader (with on_mismatch="rebuild" a stale one is rebuilt into a private local
-folder instead). `prepare_main` publishes a store to S3 (marker last).
+folder instead). `raygrid data prepare` publishes a store to S3 (marker last).
 """
 
 from __future__ import annotations
@@ -418,11 +418,8 @@ def prepare(source: str, out: str | None = None, data_root: str | None = None, w
     return out
 
 
-def prepare_main(argv: list[str] | None = None) -> int:
-    """`raygrid data prepare <set or folder> [--out DIR]`; exit 2 with one line on bad input."""
-    p = argparse.ArgumentParser(prog="raygrid data prepare", description=__doc__.splitlines()[0])
-    add_prepare_arguments(p)
-    args = p.parse_args(argv)
+def run_prepare(args: argparse.Namespace) -> int:
+    """`raygrid data prepare`; exit 2 with one line on bad input."""
     try:
         prepare(args.source, args.out, args.data_root, args.workers, args.skip_unreadable, args.force,
                 args.endpoint_url)
@@ -431,6 +428,3 @@ def prepare_main(argv: list[str] | None = None) -> int:
         return 2
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(prepare_main())

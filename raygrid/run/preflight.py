@@ -12,7 +12,8 @@ from pathlib import Path
 
 from raygrid import io
 from raygrid.space import SpaceError, Sweep
-from raygrid.spec.trainables import BackboneWeights, LocalFile, NRMetric, WeightNeed, of
+from raygrid.spec.generators import resolve_checkpoint
+from raygrid.spec.trainables import BackboneWeights, GeneratorCheckpoint, LocalFile, NRMetric, WeightNeed, of
 
 
 def weight_needs(sweep: Sweep) -> list[tuple[str, WeightNeed]]:
@@ -40,6 +41,16 @@ def preflight(sweep: Sweep, data_root: str, weights_dir: str | None) -> None:
                 check_pyiqa_metric(need.name, weights_dir)
             except (ImportError, ValueError, FileNotFoundError) as e:
                 raise SpaceError(sweep.source, f"stages.{stage}.{need.key}", str(e).replace("\n", " ")) from None
+    for stage, need in (n for n in needs if isinstance(n[1], GeneratorCheckpoint)):
+        where = f"stages.{stage}.{need.key}"
+        if io.is_s3(need.checkpoint):
+            if not io.exists(need.checkpoint):
+                raise SpaceError(sweep.source, where, f"generator checkpoint {need.checkpoint} does not exist in S3")
+            continue
+        try:
+            resolve_checkpoint(need.arch, need.preset, need.checkpoint, weights_dir, scale=need.scale, verify=False)
+        except (ValueError, FileNotFoundError) as e:  # MissingWeightsError is a FileNotFoundError
+            raise SpaceError(sweep.source, where, str(e).replace("\n", " ")) from None
     for stage, need in (n for n in needs if isinstance(n[1], LocalFile)):
         if not io.is_s3(need.path) and not Path(need.path).expanduser().is_file():
             raise SpaceError(sweep.source, f"stages.{stage}.{need.key}", f"{need.what} {need.path} does not exist")

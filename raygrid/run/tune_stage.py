@@ -57,7 +57,8 @@ def trial_driver(config: dict[str, Any], env: dict[str, Any], stage: dict[str, A
     trainer = TorchTrainer(
         trainable(spec["trial"]["trainable"]).load_loop(),
         train_loop_config={"trial": spec["trial"], "env": env,
-                           "meta": {**spec["meta"], "trial_id": trial_id, "stage": stage["name"]}},
+                           "meta": {**spec["meta"], "trial_id": trial_id, "stage": stage["name"],
+                                    "cpus_per_worker": res["cpus_per_worker"]}},
         scaling_config=ray.train.ScalingConfig(num_workers=res["workers"], use_gpu=res["gpus_per_worker"] > 0,
                                                resources_per_worker=per_worker),
         run_config=ray.train.RunConfig(

@@ -50,7 +50,19 @@ class LocalFile:
     what: str  # how the error line names it
 
 
-WeightNeed = BackboneWeights | NRMetric | LocalFile
+@dataclass(frozen=True)
+class GeneratorCheckpoint:
+    """A generator's warm-start checkpoint (raygrid.spec.generators.resolve_checkpoint): a
+    checkpoint name found in the weights dir, "official", a local file or an s3:// object."""
+
+    arch: str
+    preset: str
+    scale: int
+    checkpoint: str
+    key: str
+
+
+WeightNeed = BackboneWeights | NRMetric | LocalFile | GeneratorCheckpoint
 
 
 @dataclass(frozen=True)

@@ -92,7 +92,9 @@ class Runtime(Strict):
     """How the train loop runs; does not change the experiment's meaning."""
 
     amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 on CUDA, off on CPU
-    num_workers: Annotated[int, Field(ge=0)] = 2  # DataLoader workers per Train worker
+    # DataLoader workers per Train worker; "auto": the Train worker's CPUs minus one for the loop
+    # (raygrid.data.stream.loader_workers)
+    num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
     threads: Annotated[int, Field(ge=0)] = 0  # torch threads per Train worker; 0 = torch default
 
 

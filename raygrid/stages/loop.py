@@ -62,10 +62,17 @@ class Context:
     device: torch.device
     trial_id: str
     telemetry: TrialTelemetry
+    cpus: float | None = None  # CPUs this Train worker was given (the stage's cpus_per_worker)
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    def loader_workers(self, setting: int | str) -> int:
+        """DataLoader workers for a runtime.num_workers setting ("auto": this worker's CPUs - 1)."""
+        from raygrid.data.stream import resolve_num_workers
+
+        return resolve_num_workers(setting, self.cpus)
 
 
 Config = TypeVar("Config", bound=BaseModel)
@@ -90,7 +97,8 @@ def setup(cfg: BaseModel, meta: dict[str, Any]) -> Context:
     # Distinct but reproducible streams per rank: the same trial seed gives the same run.
     seed_everything(int(cfg.seed) * 1000 + rank)
     trial_id = meta.get("trial_id", "")
-    return Context(rank, world, device, trial_id, TrialTelemetry(meta.get("stage", ""), trial_id))
+    return Context(rank, world, device, trial_id, TrialTelemetry(meta.get("stage", ""), trial_id),
+                   cpus=meta.get("cpus_per_worker"))
 
 
 def seed_everything(seed: int) -> None:

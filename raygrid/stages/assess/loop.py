@@ -39,18 +39,20 @@ def score_measure(measure, table, size: int | None, batch_size: int, device: tor
     return np.concatenate(dists), np.concatenate(scores)
 
 
-def fit(measure, table, cfg: AssessConfig, device: torch.device) -> dict[str, float]:
+def fit(measure, table, cfg: AssessConfig, device: torch.device, workers: int = 0) -> dict[str, float]:
     def pairs():
-        for batch in _loader(table, cfg.image_size, cfg.batch_size, cfg.runtime.num_workers):
+        for batch in _loader(table, cfg.image_size, cfg.batch_size, workers):
             yield batch["dist"].to(device), batch["ref"].to(device), batch["score"]
 
     return measure.fit_alpha_beta(pairs(), steps=cfg.budget.steps, lr=cfg.lr, seed=cfg.seed)
 
 
-def run_assess(cfg: AssessConfig, env: loop.RunEnv, device: torch.device) -> tuple[dict[str, float], Any]:
-    """Fit (optionally) and score; returns the metrics and the measure. Used with and without Ray."""
+def run_assess(cfg: AssessConfig, env: loop.RunEnv, device: torch.device,
+               workers: int = 0) -> tuple[dict[str, float], Any]:
+    """Fit (optionally) and score with `workers` loader processes; returns the metrics and the
+    measure. Used with and without Ray."""
     from raygrid.data.iqa import open_benchmark, subset
-    from raygrid.metrics.correlation import correlations
+    from raygrid.metrics.correlation import TEXT_KEYS, correlations
     from raygrid.nets.fidelity import create_fidelity
 
     measure = create_fidelity(cfg.fidelity.backbone, weights=cfg.fidelity.weights,
@@ -64,13 +66,13 @@ def run_assess(cfg: AssessConfig, env: loop.RunEnv, device: torch.device) -> tup
         else:
             fit_table = subset(open_benchmark(cfg.fit_on, env.data_root, cfg.seed, env.s3_endpoint_url),
                                 None, cfg.max_pairs, cfg.seed)
-        summary = fit(measure, fit_table, cfg, device)
+        summary = fit(measure, fit_table, cfg, device, workers)
         metrics.update({f"fit/{k}": float(v) for k, v in summary.items() if isinstance(v, (int, float))})
     eval_table = subset(table, ["test"] if cfg.eval_split == "test" else None, cfg.max_pairs, cfg.seed)
     with torch.no_grad():
-        dist, score = score_measure(measure, eval_table, cfg.image_size, cfg.batch_size, device,
-                                    cfg.runtime.num_workers)
-    metrics.update(correlations(-dist, score, n_boot=cfg.n_boot, seed=cfg.seed))
+        dist, score = score_measure(measure, eval_table, cfg.image_size, cfg.batch_size, device, workers)
+    corr = correlations(-dist, score, n_boot=cfg.n_boot, seed=cfg.seed)
+    metrics.update({k: v for k, v in corr.items() if k not in TEXT_KEYS})
     metrics["abs_srcc"] = abs(metrics["srcc"])
     metrics["pairs"] = float(len(score))
     return metrics, measure
@@ -81,7 +83,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     state, start = loop.restore()
     if state is not None and start >= cfg.budget.steps:
         return  # already scored; a restarted trial has nothing left to do
-    metrics, measure = run_assess(cfg, env, ctx.device) if ctx.is_main else ({}, None)
+    workers = ctx.loader_workers(cfg.runtime.num_workers)
+    metrics, measure = run_assess(cfg, env, ctx.device, workers) if ctx.is_main else ({}, None)
     metrics = loop.broadcast(ctx, metrics)
     out_state = None
     if ctx.is_main:

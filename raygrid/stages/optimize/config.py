@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from raygrid.spec.backbones import BACKBONES
+from raygrid.spec.generators import GENERATORS, check_scale, checkpoint_entry, get_preset
 from raygrid.spec.discriminators import GAN_LOSSES, NO_DISCRIMINATOR
 from raygrid.stages.config import (
     BackboneName,
@@ -24,10 +25,32 @@ from raygrid.stages.config import (
 
 
 class GeneratorConfig(Strict):
-    arch: Literal["swinir"] = "swinir"
-    preset: Literal["m", "tiny"] = "m"
+    """The SR network, one record of raygrid.spec.generators (docs/generators.md)."""
+
+    arch: Literal[tuple(GENERATORS)] = "swinir"  # type: ignore[valid-type]
+    # one of the architecture's presets; None (the default) means its default preset (SwinIR-M,
+    # RRDBNet 23x64, HAT), filled in so that the logged config names it
+    preset: str | None = None
     scale: Literal[4] = 4
-    checkpoint: str | None = None  # PSNR-trained SwinIR file to warm-start from (params/params_ema)
+    # warm start: None (random init), "official" (the preset's PSNR-trained DF2K checkpoint), a
+    # checkpoint name of raygrid.spec.generators.CHECKPOINTS (found in the weights dir), a file
+    # path ("file:PATH" or plain) or an s3:// URI. Files hold params / params_ema or a bare state dict.
+    checkpoint: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("preset") is None and data.get("arch", "swinir") in GENERATORS:
+            data = {**data, "preset": GENERATORS[data.get("arch", "swinir")].default_preset}
+        return data
+
+    @model_validator(mode="after")
+    def _known(self) -> GeneratorConfig:
+        get_preset(self.arch, self.preset)  # raises with the known presets
+        check_scale(self.arch, self.scale)
+        if self.checkpoint is not None and not self.checkpoint.startswith("s3://"):
+            checkpoint_entry(self.arch, self.preset, self.checkpoint, self.scale)  # names only, no file access
+        return self
 
 
 class AdversarialConfig(Strict):

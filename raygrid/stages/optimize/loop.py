@@ -44,9 +44,8 @@ def evaluate(generator: torch.nn.Module, val_sets: dict[str, Any], panel: list[A
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    import ray.train.torch
-
     from raygrid.data.sr import SRTestSet, SRTrainSet, resolve_sr_root
+    from raygrid.data.stream import train_batches
     from raygrid.metrics.panel import build_panel
 
     cfg, env, ctx = loop.start(loop_config, SRGanConfig)
@@ -56,15 +55,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         models.load_state(state)
     models.wrap_for_ddp()
 
+    # The sample stream: every step's crops are a function of (seed, stream position), so a resumed
+    # run continues exactly where it stopped, on any number of ranks and loader workers.
     train_set = SRTrainSet(resolve_sr_root(cfg.data.train, env.data_root), hr_crop=cfg.data.hr_crop,
-                           scale=cfg.generator.scale, seed=cfg.seed)
-    loader = torch.utils.data.DataLoader(
-        train_set, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
-        num_workers=cfg.runtime.num_workers, persistent_workers=cfg.runtime.num_workers > 0,
-        generator=torch.Generator().manual_seed(cfg.seed),
-    )
-    loader = ray.train.torch.prepare_data_loader(loader, move_to_device=False)
-    batches = loop.infinite(loader, start_epoch=start // max(len(loader), 1))
+                           scale=cfg.generator.scale, seed=cfg.seed, endpoint_url=env.s3_endpoint_url)
+    batches = train_batches(train_set, cfg.data.batch_size, start_step=start, rank=ctx.rank,
+                            world=ctx.world_size, num_workers=ctx.loader_workers(cfg.runtime.num_workers),
+                            stop_step=cfg.budget.steps, pin_memory=ctx.device.type == "cuda")
 
     panel, val_sets = [], {}
     if ctx.is_main:

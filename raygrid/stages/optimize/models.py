@@ -1,4 +1,4 @@
-"""The optimize stage's networks: SwinIR ×4 (+EMA), the fidelity loss, the discriminator, their
+"""The optimize stage's networks: the generator ×4 (+EMA), the fidelity loss, the discriminator, their
 optimisers, one training step and the checkpoint state.
 
 The G/D alternation follows the BasicSR/KAIR GAN recipes: per step, update G with D frozen,
@@ -8,12 +8,15 @@ The loss is λ_fid·fidelity + λ_adv·adversarial (+ λ_pix·L1).
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import tempfile
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from raygrid import io
 from raygrid.spec.backbones import BACKBONES
 from raygrid.spec.discriminators import NO_DISCRIMINATOR, split_discriminator
 from raygrid.stages import loop
@@ -37,11 +40,13 @@ class SRGanModels:
 
     def __init__(self, cfg: SRGanConfig, device: torch.device, weights_dir: str | None = None):
         from raygrid.nets.fidelity import create_fidelity
-        from raygrid.nets.generator import create_swinir
+        from raygrid.nets.generators import create_generator
 
         self.cfg, self.device = cfg, device
-        self.generator = create_swinir(cfg.generator.preset, scale=cfg.generator.scale,
-                                       checkpoint=cfg.generator.checkpoint).to(device)
+        g = cfg.generator
+        with _local_checkpoint(g.checkpoint) as checkpoint:
+            self.generator = create_generator(g.arch, g.preset, scale=g.scale, checkpoint=checkpoint,
+                                              weights_dir=weights_dir).to(device)
         self.ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
         self.fidelity = create_fidelity(cfg.fidelity.backbone, weights=cfg.fidelity.weights,
                                         alpha_beta=cfg.fidelity.alpha_beta, weights_dir=weights_dir).to(device)
@@ -155,6 +160,17 @@ class SRGanModels:
             _unwrap(self.discriminator).load_state_dict(state["discriminator"])
             self.opt_d.load_state_dict(state["opt_d"])
         loop.set_rng_state(state["rng"])
+
+
+@contextlib.contextmanager
+def _local_checkpoint(checkpoint: str | None):
+    """An s3:// warm-start checkpoint is fetched to a temporary file for the build; other forms
+    (None, "official", a checkpoint name, a path) are resolved by create_generator itself."""
+    if checkpoint is None or not io.is_s3(checkpoint):
+        yield checkpoint
+        return
+    with tempfile.TemporaryDirectory(prefix="raygrid-gen-") as tmp:
+        yield io.fetch(checkpoint, tmp)
 
 
 def _unwrap(module: torch.nn.Module) -> torch.nn.Module:

@@ -9,7 +9,16 @@ from raygrid.spec.backbones import BACKBONES
 from raygrid.spec.datasets import SR_SETS
 from raygrid.spec.discriminators import CONV_TRUNK, trunk_of
 from raygrid.spec.mlflow import metric_name
-from raygrid.spec.trainables import BackboneWeights, DatasetNeeds, LocalFile, NRMetric, TrainableSpec, WeightNeed
+from raygrid.spec.generators import flop_key
+from raygrid.spec.trainables import (
+    BackboneWeights,
+    DatasetNeeds,
+    GeneratorCheckpoint,
+    LocalFile,
+    NRMetric,
+    TrainableSpec,
+    WeightNeed,
+)
 from raygrid.stages.optimize.config import SRGanConfig
 
 # Reported at every evaluation besides `step`, plus one `val/<evaluator>` per panel member.
@@ -34,8 +43,9 @@ def weight_needs(c: SRGanConfig) -> list[WeightNeed]:
     if trunk not in (None, CONV_TRUNK):  # the conv trunk trains from scratch
         needs.append(BackboneWeights(trunk, c.adversarial.weights, "adversarial.weights"))
     needs += [NRMetric(m, "eval.nr_metrics") for m in c.eval.nr_metrics]
-    if c.generator.checkpoint:
-        needs.append(LocalFile(c.generator.checkpoint, "base.generator.checkpoint", "SwinIR checkpoint"))
+    g = c.generator
+    if g.checkpoint:
+        needs.append(GeneratorCheckpoint(g.arch, g.preset, g.scale, g.checkpoint, "generator.checkpoint"))
     if c.fidelity.alpha_beta.startswith("file:"):
         needs.append(LocalFile(c.fidelity.alpha_beta[len("file:"):], "fidelity.alpha_beta", "file"))
     return needs
@@ -48,7 +58,7 @@ def datasets(c: SRGanConfig) -> DatasetNeeds:
 def gflops(c: SRGanConfig, steps: int) -> float:
     crop = c.data.hr_crop
     hr_px, lr_px = crop * crop, (crop // 4) ** 2
-    gen = "swinir_" + c.generator.preset
+    gen = flop_key(c.generator.arch, c.generator.preset)
     per_image = 3 * forward_gflops(gen, lr_px)  # G forward + backward
     # fidelity: forward+input-grad on SR, forward on HR
     per_image += 3 * forward_gflops(c.fidelity.backbone, hr_px)

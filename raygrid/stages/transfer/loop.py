@@ -64,13 +64,13 @@ def predict(model, dataset, batch_size: int, device: torch.device) -> tuple[np.n
 
 def evaluate(model, sets: dict[str, Any], batch_size: int, device: torch.device, n_boot: int,
              seed: int) -> dict[str, float]:
-    from raygrid.metrics.correlation import correlations
+    from raygrid.metrics.correlation import TEXT_KEYS, correlations
 
     out: dict[str, float] = {}
     for prefix, dataset in sets.items():
         pred, score = predict(model, dataset, batch_size, device)
         corr = correlations(pred, score, n_boot=n_boot, seed=seed)
-        out.update({f"{prefix}/{k}": v for k, v in corr.items() if k != "n"})
+        out.update({f"{prefix}/{k}": v for k, v in corr.items() if k != "n" and k not in TEXT_KEYS})
     return out
 
 
@@ -101,7 +101,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                          cfg.data.image_size, cfg.seed, train=True)
     loader = torch.utils.data.DataLoader(
         train_set, batch_size=cfg.data.batch_size, shuffle=True, drop_last=len(train_set) > cfg.data.batch_size,
-        num_workers=cfg.runtime.num_workers, generator=torch.Generator().manual_seed(cfg.seed),
+        num_workers=ctx.loader_workers(cfg.runtime.num_workers), generator=torch.Generator().manual_seed(cfg.seed),
     )
     loader = ray.train.torch.prepare_data_loader(loader, move_to_device=False)
     batches = loop.infinite(loader, start_epoch=start // max(len(loader), 1))
