@@ -148,8 +148,14 @@ def restore() -> tuple[dict[str, Any] | None, int]:
     return state, int(state["step"])
 
 
-def report(ctx: Context, step: int, metrics: dict[str, float], state: dict[str, Any] | None) -> None:
-    """Report metrics (every rank must call it: it is a barrier) with a checkpoint from rank 0."""
+def report(ctx: Context, step: int, metrics: dict[str, float], state: dict[str, Any] | None,
+           files: dict[str, bytes] | None = None) -> None:
+    """Report metrics (every rank must call it: it is a barrier) with a checkpoint from rank 0.
+
+    `files` ({relative path: content}, rank 0) travel inside the checkpoint directory: per-item
+    score tables, sample crops, the evaluator record. The Tune driver's MLflow callback reads them
+    from the reported checkpoint and logs them (one MLflow writer), so a loop never talks to MLflow.
+    """
     import ray.train
 
     metrics = {"step": step, **{k: float(v) for k, v in metrics.items()}}
@@ -158,6 +164,12 @@ def report(ctx: Context, step: int, metrics: dict[str, float], state: dict[str, 
         if ctx.is_main and state is not None:
             torch.save({**state, "step": step}, Path(d) / STATE_FILE)
             (Path(d) / META_FILE).write_text(json.dumps({"step": step, "metrics": metrics}))
+            for rel, content in (files or {}).items():
+                path = Path(d, rel)
+                if not path.resolve().is_relative_to(Path(d).resolve()):
+                    raise ValueError(f"checkpoint file {rel!r} is outside the checkpoint directory")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(content)
             checkpoint = ray.train.Checkpoint.from_directory(d)
         ray.train.report(metrics, checkpoint=checkpoint)
 
@@ -247,12 +259,13 @@ class Throughput:
 
 def train(ctx: Context, budget: Budget, start_step: int, batches: Iterator[Any],
           step: Callable[[Any], tuple[dict[str, float], int]],
-          evaluate: Callable[[], dict[str, float]],
+          evaluate: Callable[[int], tuple[dict[str, float], dict[str, bytes]]],
           state: Callable[[], dict[str, Any]]) -> None:
     """Run steps start_step+1 .. budget.steps and report every `eval_every` steps and at the end.
 
     `step(batch)` trains on one batch and returns (this step's losses, images in this rank's
-    batch); `evaluate()` runs on rank 0 only and returns its metrics; `state()` is the checkpoint
+    batch); `evaluate(step)` runs on rank 0 only and returns its metrics and the files that go
+    into the checkpoint (see `report`); `state()` is the checkpoint
     state, taken on rank 0 at each report. Every step checks its losses for NaN/inf and honours the
     fault injection of resume tests. A report holds the running means of the losses since the last
     report (averaged over ranks), the training throughput (evaluation excluded), the evaluation,
@@ -274,11 +287,12 @@ def train(ctx: Context, budget: Budget, start_step: int, batches: Iterator[Any],
         metrics = all_reduce_mean(ctx, {k: sum(v) / len(v) for k, v in running.items()})
         running.clear()
         metrics["throughput/images_per_s"] = meter.read()
-        metrics.update(broadcast(ctx, evaluate() if ctx.is_main else {}))
+        evaluation, files = evaluate(i) if ctx.is_main else ({}, {})
+        metrics.update(broadcast(ctx, evaluation))
         if ctx.is_main:
             gpu_mem = torch.cuda.max_memory_allocated(ctx.device) if ctx.device.type == "cuda" else None
             ctx.telemetry.record(i, meter.step_time, metrics["throughput/images_per_s"], gpu_mem)
         if first_report:
             metrics["progress/start_step"] = start_step  # where this (re)start picked up
             first_report = False
-        report(ctx, i, metrics, state() if ctx.is_main else None)
+        report(ctx, i, metrics, state() if ctx.is_main else None, files)

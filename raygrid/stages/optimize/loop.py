@@ -1,6 +1,6 @@
-"""The optimize stage's Ray Train loop: SwinIR ×4 trained with a fidelity loss (and a
-discriminator), the EMA generator scored every `eval_every` steps on the validation sets (PSNR/SSIM
-on Y and the evaluator panel) with a checkpoint reported each time.
+"""The optimize stage's Ray Train loop: the generator ×4 trained with a fidelity loss (and a
+discriminator) on the run's sample stream, the EMA generator scored every `eval_every` steps
+(raygrid.stages.optimize.evaluate) with a checkpoint reported each time.
 """
 
 from __future__ import annotations
@@ -11,32 +11,8 @@ import torch
 
 from raygrid.stages import loop
 from raygrid.stages.optimize.config import SRGanConfig
+from raygrid.stages.optimize.evaluate import SREvaluation
 from raygrid.stages.optimize.models import SRGanModels
-
-# ---------------------------------------------------------------------------------------------
-# Evaluation
-# ---------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def evaluate(generator: torch.nn.Module, val_sets: dict[str, Any], panel: list[Any],
-             device: torch.device, max_images: int | None) -> dict[str, float]:
-    """PSNR/SSIM (Y) and every panel measure on each val set; per-set and pooled means."""
-    generator.eval()
-    sums: dict[str, list[float]] = {}
-    for set_name, dataset in val_sets.items():
-        n = len(dataset) if max_images is None else min(len(dataset), max_images)
-        for i in range(n):
-            item = dataset[i]
-            lr_img, hr = item["lr"].unsqueeze(0).to(device), item["hr"].unsqueeze(0).to(device)
-            sr = generator(lr_img).clamp(0, 1)
-            sr = sr[..., : hr.shape[-2], : hr.shape[-1]]
-            for ev in panel:
-                value = float(ev(sr, hr).mean())
-                sums.setdefault(f"val/{set_name}/{ev.name}", []).append(value)
-                sums.setdefault(f"val/{ev.name}", []).append(value)
-    return {k: sum(v) / len(v) for k, v in sums.items()}
-
 
 # ---------------------------------------------------------------------------------------------
 # The Ray Train loop
@@ -44,9 +20,8 @@ def evaluate(generator: torch.nn.Module, val_sets: dict[str, Any], panel: list[A
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    from raygrid.data.sr import SRTestSet, SRTrainSet, resolve_sr_root
+    from raygrid.data.sr import SRTrainSet, resolve_sr_root
     from raygrid.data.stream import train_batches
-    from raygrid.metrics.panel import build_panel
 
     cfg, env, ctx = loop.start(loop_config, SRGanConfig)
     models = SRGanModels(cfg, ctx.device, weights_dir=env.weights_dir)
@@ -63,17 +38,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                             world=ctx.world_size, num_workers=ctx.loader_workers(cfg.runtime.num_workers),
                             stop_step=cfg.budget.steps, pin_memory=ctx.device.type == "cuda")
 
-    panel, val_sets = [], {}
-    if ctx.is_main:
-        panel = build_panel(cfg.eval.fidelity_backbones, nr_metrics=cfg.eval.nr_metrics,
-                            weights=cfg.eval.weights, weights_dir=env.weights_dir, device=str(ctx.device))
-        val_sets = {name: SRTestSet(resolve_sr_root(name, env.data_root), scale=cfg.generator.scale)
-                    for name in cfg.data.val}
+    evaluation = SREvaluation(cfg, env, ctx.device) if ctx.is_main else None
 
     def step(batch) -> tuple[dict[str, float], int]:
         lr_img, hr_img = batch["lr"].to(ctx.device), batch["hr"].to(ctx.device)
         return models.step(lr_img, hr_img), lr_img.shape[0]
 
     loop.train(ctx, cfg.budget, start, batches, step,
-               evaluate=lambda: evaluate(models.ema, val_sets, panel, ctx.device, cfg.data.val_max_images),
+               evaluate=lambda step_: evaluation.run(models.ema, step_),
                state=models.state)

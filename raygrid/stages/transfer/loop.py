@@ -134,5 +134,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         return {"model": inner.state_dict(), "opt": opt.state_dict(), "rng": loop.rng_state()}
 
     loop.train(ctx, cfg.budget, start, batches, step,
-               evaluate=lambda: evaluate(model, eval_sets, cfg.data.batch_size, ctx.device, cfg.n_boot, cfg.seed),
+               evaluate=lambda step_: (evaluate(model, eval_sets, cfg.data.batch_size, ctx.device, cfg.n_boot,
+                                                cfg.seed), {}),
                state=state)
