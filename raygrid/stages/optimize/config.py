@@ -77,23 +77,38 @@ class SROptimConfig(Strict):
 
 
 class SRDataConfig(Strict):
+    """Training data and the two roles of evaluation sets (docs/protocol.md): `val` sets SELECT
+    (what a grouped scheduler or a "best" checkpoint looks at), `test` sets are REPORTED (what the
+    tables compare). A set in both would select on what is reported: a validation error."""
+
     train: str = "df2k"
-    val: list[str] = ["set5", "set14", "bsd100", "urban100", "div2k_val"]
+    # selection sets: metrics val/<set>/<evaluator> and the pooled val/<evaluator>; may be empty
+    val: list[str] = []
+    # reported sets: metrics test/<set>/<evaluator> and the pooled test/<evaluator>
+    test: list[str] = ["set5", "set14", "bsd100", "urban100", "div2k_val"]
     hr_crop: PositiveInt = 256
     batch_size: PositiveInt = 16
-    val_max_images: PositiveInt | None = None  # cap per val set (CPU demo); None = all
+    max_eval_images: PositiveInt | None = None  # cap per evaluation set (CPU demo); None = all
 
     @field_validator("train")
     @classmethod
     def _train(cls, v: str) -> str:
         return check_sr_set(v, "train")
 
-    @field_validator("val")
+    @field_validator("val", "test")
     @classmethod
-    def _val(cls, v: list[str]) -> list[str]:
-        if not v:
-            raise ValueError("expected at least one validation set")
+    def _eval_sets(cls, v: list[str]) -> list[str]:
         return [check_sr_set(s, "test") for s in v]
+
+    @model_validator(mode="after")
+    def _select_apart_from_report(self) -> SRDataConfig:
+        for i, name in enumerate(self.test):
+            if name in self.val:
+                raise ValueError(f"data.test[{i}]: {name!r} is also a selection set (data.val): a set that "
+                                 "selects checkpoints or prunes trials must not be one the tables report")
+        if not self.val and not self.test:
+            raise ValueError("data: expected at least one evaluation set in val or test")
+        return self
 
     @field_validator("hr_crop")
     @classmethod

@@ -21,16 +21,17 @@ class SREvaluation:
         self.cfg, self.device = cfg, device
         self.panel = build_panel(cfg.eval.fidelity_backbones, nr_metrics=cfg.eval.nr_metrics,
                                  weights=cfg.eval.weights, weights_dir=env.weights_dir, device=str(device))
-        self.sets = {name: SRTestSet(resolve_sr_root(name, env.data_root), scale=cfg.generator.scale)
-                     for name in cfg.data.val}
+        # (role, set name) -> dataset; role "val" selects, "test" is reported (the metric prefix)
+        self.sets = {(role, name): SRTestSet(resolve_sr_root(name, env.data_root), scale=cfg.generator.scale)
+                     for role, names in (("val", cfg.data.val), ("test", cfg.data.test)) for name in names}
 
     @torch.no_grad()
     def run(self, generator: torch.nn.Module, step: int) -> tuple[dict[str, float], dict[str, bytes]]:
         """PSNR/SSIM (Y) and every panel measure on each set: per-set and pooled means."""
         generator.eval()
         sums: dict[str, list[float]] = {}
-        limit = self.cfg.data.val_max_images
-        for set_name, dataset in self.sets.items():
+        limit = self.cfg.data.max_eval_images
+        for (role, set_name), dataset in self.sets.items():
             n = len(dataset) if limit is None else min(len(dataset), limit)
             for i in range(n):
                 item = dataset[i]
@@ -39,7 +40,7 @@ class SREvaluation:
                 sr = sr[..., : hr.shape[-2], : hr.shape[-1]]
                 for ev in self.panel:
                     value = float(ev(sr, hr).mean())
-                    sums.setdefault(f"val/{set_name}/{ev.name}", []).append(value)
-                    sums.setdefault(f"val/{ev.name}", []).append(value)
+                    sums.setdefault(f"{role}/{set_name}/{ev.name}", []).append(value)
+                    sums.setdefault(f"{role}/{ev.name}", []).append(value)
         files: dict[str, bytes] = {}
         return {k: sum(v) / len(v) for k, v in sums.items()}, files

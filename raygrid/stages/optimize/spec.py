@@ -21,19 +21,21 @@ from raygrid.spec.trainables import (
 )
 from raygrid.stages.optimize.config import SRGanConfig
 
-# Reported at every evaluation besides `step`, plus one `val/<evaluator>` per panel member.
+# Reported at every evaluation besides `step`; plus `<role>/<evaluator>` per panel member for each
+# role that has sets (val: selection, test: the tables).
 BASE_METRICS = (
-    "val/psnr_y", "val/ssim_y", "loss/g_total", "loss/g_fidelity", "loss/g_adversarial",
-    "loss/g_pixel", "loss/d", "d/real_acc", "d/fake_acc", "throughput/images_per_s",
+    "loss/g_total", "loss/g_fidelity", "loss/g_adversarial", "loss/g_pixel", "loss/d", "d/real_acc",
+    "d/fake_acc", "throughput/images_per_s",
 )
 
 
 def reported_metrics(config: SRGanConfig | None) -> set[str]:
     backbones = config.eval.fidelity_backbones if config is not None else list(BACKBONES)
-    names = set(BASE_METRICS) | {f"val/{metric_name('fidelity_' + b)}" for b in backbones}
+    evaluators = ["psnr_y", "ssim_y", *(metric_name("fidelity_" + b) for b in backbones)]
     if config is not None:
-        names |= {f"val/{metric_name(m)}" for m in config.eval.nr_metrics}
-    return names
+        evaluators += [metric_name(m) for m in config.eval.nr_metrics]
+    roles = [r for r in ("val", "test") if config is None or getattr(config.data, r)]
+    return set(BASE_METRICS) | {f"{role}/{e}" for role in roles for e in evaluators}
 
 
 def weight_needs(c: SRGanConfig) -> list[WeightNeed]:
@@ -52,7 +54,7 @@ def weight_needs(c: SRGanConfig) -> list[WeightNeed]:
 
 
 def datasets(c: SRGanConfig) -> DatasetNeeds:
-    return DatasetNeeds(sr_sets=frozenset({c.data.train, *c.data.val}))
+    return DatasetNeeds(sr_sets=frozenset({c.data.train, *c.data.val, *c.data.test}))
 
 
 def gflops(c: SRGanConfig, steps: int) -> float:
@@ -69,11 +71,11 @@ def gflops(c: SRGanConfig, steps: int) -> float:
     total = per_image * c.data.batch_size * steps
     # evaluation: every eval_every steps, G + every panel measure on each val image
     evals = steps // c.budget.eval_every
-    for name in c.data.val:
+    for name in [*c.data.val, *c.data.test]:
         info = SR_SETS.get(name)
         if info is None:
             continue
-        n = info.images if c.data.val_max_images is None else min(info.images, c.data.val_max_images)
+        n = info.images if c.data.max_eval_images is None else min(info.images, c.data.max_eval_images)
         px = int(info.megapixels * 1e6)
         per_val = forward_gflops(gen, px // 16) + sum(2 * forward_gflops(b, px) for b in c.eval.fidelity_backbones)
         total += evals * n * per_val
