@@ -9,8 +9,16 @@ Three kinds of evaluator, all called as `evaluator(sr, hr) -> Tensor[N]` on NxCx
   <pyiqa name>         no-reference IQA models through pyiqa (an optional dependency): MUSIQ,
                        MANIQA, CLIP-IQA, TOPIQ-NR, NIQE, ... (NR: `hr` is ignored)
 
-Each evaluator declares its name, mode ("FR"/"NR"), direction (`lower_better`), family and the
-backbone it is built on (None for handcrafted measures).
+Each evaluator declares its name, mode ("FR"/"NR"), direction (`lower_better`), family, score
+range, the backbone it is built on and the weights of that backbone (None for handcrafted
+measures). `panel_record` turns a panel into the typed evaluator record a run logs once
+(`evaluators.json`, raygrid.spec.records.EVALUATOR_KEYS), with, for that run, which evaluators
+share a network with the loss or with the discriminator (docs/records.md).
+
+Ranges: PSNR has none (unbounded above: null); SSIM [-1, 1]; the fidelity measures
+`FidelityMeasure.score_range`; pyiqa models what pyiqa's metric config says (`score_range`, e.g.
+"~0, ~100": pyiqa marks approximate bounds with "~"; the numbers are kept, an open bound "~" alone
+or a range pyiqa does not give makes it null).
 
 pyiqa weights: pyiqa names each checkpoint by its URL's basename and loads it from its cache
 folder, downloading only if the file is absent. `build_panel` never lets it download: it looks
@@ -35,6 +43,7 @@ import torch
 
 from raygrid.metrics import sr as sr_metrics
 from raygrid.spec.mlflow import metric_name
+from raygrid.spec.records import EVALUATOR_KEYS
 
 # ---------------------------------------------------------------------------------------------
 # Evaluator
@@ -43,7 +52,7 @@ from raygrid.spec.mlflow import metric_name
 
 @dataclass
 class Evaluator:
-    name: str
+    name: str  # as its library names it (pyiqa "clipiqa+"); `metric` is the MLflow-safe form
     mode: Literal["FR", "NR"]
     lower_better: bool
     backbone: str | None  # the network it is built on; None for handcrafted measures
@@ -51,6 +60,32 @@ class Evaluator:
     fn: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor] = field(repr=False)
     device: str = "cpu"
     module: torch.nn.Module | None = field(default=None, repr=False)  # the network, if any
+    score_range: tuple[float, float] | None = None  # None: unbounded or not known
+    weights: str | None = None  # the weights the backbone carries (a weight key, file or "random")
+
+    @property
+    def metric(self) -> str:
+        """The metric key suffix: `val/<set>/<metric>`, `test/<metric>`, ..."""
+        return metric_name(self.name)
+
+    def record(self, loss_backbone: str | None = None, discriminator_trunk: str | None = None) -> dict:
+        """This evaluator's entry of the evaluator record for a run whose fidelity loss is built on
+        `loss_backbone` and whose discriminator on `discriminator_trunk` (None: no discriminator,
+        or a plain conv trunk). `shares` names the networks the evaluator shares with that run:
+        by backbone name, whatever the weights on either side. That errs on the side of leaving an
+        evaluator out: a generator trained against a network's features is not judged by the
+        same architecture, pretrained or fine-tuned or not."""
+        shares = []
+        if self.backbone is not None and self.backbone == loss_backbone:
+            shares.append("loss")
+        if self.backbone is not None and self.backbone == discriminator_trunk:
+            shares.append("discriminator")
+        entry = {"name": self.name, "metric": self.metric, "family": self.family, "mode": self.mode,
+                 "higher_better": not self.lower_better,
+                 "range": None if self.score_range is None else [float(v) for v in self.score_range],
+                 "backbone": self.backbone, "weights": self.weights, "shares": shares}
+        assert tuple(entry) == EVALUATOR_KEYS  # the record's contract (raygrid.spec.records)
+        return entry
 
     def __call__(self, sr: torch.Tensor, hr: torch.Tensor | None = None) -> torch.Tensor:
         if sr.dim() != 4:
@@ -68,8 +103,14 @@ class Evaluator:
 
 
 def evaluate(panel: Sequence[Evaluator], sr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-image scores of every evaluator: {name: Tensor[N]}."""
-    return {e.name: e(sr, hr) for e in panel}
+    """Per-image scores of every evaluator: {metric: Tensor[N]}."""
+    return {e.metric: e(sr, hr) for e in panel}
+
+
+def panel_record(panel: Sequence[Evaluator], loss_backbone: str | None = None,
+                 discriminator_trunk: str | None = None) -> list[dict]:
+    """The typed evaluator record of a run (see Evaluator.record): one entry per evaluator."""
+    return [e.record(loss_backbone, discriminator_trunk) for e in panel]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,9 +121,9 @@ def evaluate(panel: Sequence[Evaluator], sr: torch.Tensor, hr: torch.Tensor) -> 
 def sr_protocol_evaluators(scale: int = 4) -> list[Evaluator]:
     return [
         Evaluator("psnr_y", "FR", False, None, "signal fidelity (BT.601 Y)",
-                  lambda s, h: sr_metrics.psnr_y_batch(s, h, scale)),
+                  lambda s, h: sr_metrics.psnr_y_batch(s, h, scale), score_range=None),
         Evaluator("ssim_y", "FR", False, None, "structural similarity (BT.601 Y)",
-                  lambda s, h: sr_metrics.ssim_y_batch(s, h, scale)),
+                  lambda s, h: sr_metrics.ssim_y_batch(s, h, scale), score_range=(-1.0, 1.0)),
     ]
 
 
@@ -98,9 +139,24 @@ def fidelity_evaluator(backbone: str, weights: str = "random", weights_dir: str 
     measure = create_fidelity(backbone, weights=weights, alpha_beta="uniform", weights_dir=weights_dir)
     measure = measure.to(device).eval()
     return Evaluator(
-        metric_name(f"fidelity_{backbone}"), "FR", bool(getattr(measure, "lower_better", True)), backbone,
-        "DISTS-style fidelity", lambda s, h: measure(s.to(device), h.to(device)), device, measure,
+        f"fidelity_{backbone}", "FR", bool(getattr(measure, "lower_better", True)), backbone,
+        "DISTS-style fidelity (uniform alpha/beta)", lambda s, h: measure(s.to(device), h.to(device)), device,
+        measure, score_range=tuple(measure.score_range), weights=weights_key(backbone, weights, weights_dir),
     )
+
+
+def weights_key(backbone: str, spec: str, weights_dir: str | None = None) -> str:
+    """What a backbone's weights spec resolves to, as the record names it: the weight key
+    ("vgg16.tv_in1k", "vgg16_r.seed"), "random", or the "file:PATH" spec itself."""
+    from raygrid.weights import resolve_weights
+
+    src = resolve_weights(backbone, spec, weights_dir, verify=False)
+    if src.kind == "random":
+        return "random"
+    if src.tag is not None:
+        name = backbone.split(".")[0] if backbone.startswith("timm:") else backbone
+        return f"{name}.{src.tag}"
+    return spec
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,9 +277,25 @@ def pyiqa_evaluator(metric: str, weights_dir: str | os.PathLike | None = None, d
         ) from exc
     model.eval()
     return Evaluator(
-        metric_name(metric), "NR", bool(model.lower_better), info.backbone, info.family,
+        metric, "NR", bool(model.lower_better), info.backbone, info.family,
         lambda s, h: model(s.to(device)), device, model,
+        score_range=parse_pyiqa_range(getattr(model, "score_range", None)), weights=fname,
     )
+
+
+def parse_pyiqa_range(text: str | None) -> tuple[float, float] | None:
+    """pyiqa's `score_range` ("0, 1", "~0, ~100", "~, 2", ...) as (lo, hi); None when pyiqa gives
+    none, a bound is open ("~" alone) or the text is not two numbers (e.g. per-output ranges)."""
+    if not isinstance(text, str):
+        return None
+    parts = [p.strip().lstrip("~").strip() for p in text.split(",")]
+    if len(parts) != 2:
+        return None
+    try:
+        lo, hi = float(parts[0]), float(parts[1])
+    except ValueError:
+        return None
+    return (lo, hi) if lo < hi else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,7 +319,7 @@ def build_panel(
         panel.append(fidelity_evaluator(backbone, weights, weights_dir, device))
     for metric in nr_metrics:
         panel.append(pyiqa_evaluator(metric, weights_dir, device))
-    names = [e.name for e in panel]
+    names = [e.metric for e in panel]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(f"duplicate evaluators in the panel: {dupes}")
