@@ -8,7 +8,15 @@ import pytest
 import scipy.io
 import torch
 
-from raygrid.metrics.panel import PyiqaMissingError, build_panel, evaluate, pyiqa_checkpoint_name
+from raygrid.metrics.panel import (
+    PyiqaMissingError,
+    build_panel,
+    evaluate,
+    panel_record,
+    parse_pyiqa_range,
+    pyiqa_checkpoint_name,
+)
+from raygrid.spec.records import EVALUATOR_KEYS, check_evaluator_record
 from raygrid.metrics.sr import psnr_y, ssim_y
 from raygrid.weights import MissingWeightsError
 
@@ -48,6 +56,42 @@ def test_fidelity_evaluators():
         build_panel(["vgg16_r", "vgg16_r"])
 
 
+def test_the_evaluator_record_gives_direction_range_weights_and_what_a_run_shares():
+    import json
+
+    panel = build_panel(["vgg16_r", "resnet50"], weights="random")
+    # a run trained with a VGG-16-R loss against a patch discriminator on ResNet-50
+    record = check_evaluator_record(json.loads(json.dumps(panel_record(panel, "vgg16_r", "resnet50"))))
+    by = {e["name"]: e for e in record}
+    assert [e["name"] for e in record] == ["psnr_y", "ssim_y", "fidelity_vgg16_r", "fidelity_resnet50"]
+    assert all(tuple(e) == EVALUATOR_KEYS for e in record)
+    assert by["psnr_y"] == {"name": "psnr_y", "metric": "psnr_y", "family": "signal fidelity (BT.601 Y)",
+                            "mode": "FR", "higher_better": True, "range": None, "backbone": None,
+                            "weights": None, "shares": []}
+    assert by["ssim_y"]["range"] == [-1.0, 1.0]
+    fid = by["fidelity_vgg16_r"]
+    assert (fid["higher_better"], fid["range"], fid["backbone"]) == (False, [0.0, 1.0], "vgg16_r")
+    # VGG-16-R's "random" is its fixed-seed init, which the record names as such
+    assert fid["weights"] == "vgg16_r.seed" and by["fidelity_resnet50"]["weights"] == "random"
+    assert fid["shares"] == ["loss"] and by["fidelity_resnet50"]["shares"] == ["discriminator"]
+    # the same panel judging a ResNet-50 loss without a discriminator
+    shares = {e["name"]: e["shares"] for e in panel_record(panel, "resnet50", None)}
+    assert shares == {"psnr_y": [], "ssim_y": [], "fidelity_vgg16_r": [], "fidelity_resnet50": ["loss"]}
+    both = {e["name"]: e["shares"] for e in panel_record(panel, "resnet50", "resnet50")}
+    assert both["fidelity_resnet50"] == ["loss", "discriminator"]
+    with pytest.raises(ValueError, match=r"evaluators.json\[0\]: keys"):
+        check_evaluator_record([{k: v for k, v in record[0].items() if k != "shares"}])
+
+
+def test_pyiqa_score_ranges_are_parsed_from_pyiqa_text():
+    assert parse_pyiqa_range("0, 1") == (0.0, 1.0)
+    assert parse_pyiqa_range("~0, ~100") == (0.0, 100.0)
+    assert parse_pyiqa_range("~-1, ~0.1") == (-1.0, 0.1)
+    assert parse_pyiqa_range("0, ~") is None and parse_pyiqa_range("~, 2") is None
+    assert parse_pyiqa_range("quality: 0, 1; rank: 0, 2; rank_prob: 0, 1") is None
+    assert parse_pyiqa_range(None) is None
+
+
 # --- pyiqa, offline -----------------------------------------------------------------------------
 
 
@@ -82,6 +126,8 @@ def test_pyiqa_model_loads_random_weights_from_private_torch_home(torch_home, tm
     ev = panel[-1]
     assert (ev.name, ev.mode, ev.lower_better, ev.backbone) == ("cnniqa", "NR", False, "cnniqa_cnn")
     assert torch.all(ev.module.net.state_dict()[key] == 0.0123)
+    entry = ev.record("resnet50", None)
+    assert (entry["higher_better"], entry["range"], entry["weights"], entry["shares"]) == (True, [0.0, 1.0], fname, [])
     scores = ev(*_batch(side=64))
     assert scores.shape == (2,) and torch.isfinite(scores).all()
 
@@ -108,6 +154,7 @@ def test_pyiqa_musiq_transformer(torch_home, tmp_path):
     key = _random_state_dict(MUSIQ, torch_home / pyiqa_checkpoint_name("musiq"), pretrained=False)
     ev = build_panel([], ["musiq"], weights_dir=str(tmp_path / "empty"))[-1]
     assert (ev.lower_better, ev.backbone) == (False, "musiq_vit")
+    assert ev.record()["range"] == [0.0, 100.0]  # pyiqa: "~0, ~100"
     assert torch.all(ev.module.net.state_dict()[key] == 0.0123)
     assert torch.isfinite(ev(*_batch(n=1, side=32))).all()
 
@@ -120,6 +167,11 @@ def test_pyiqa_niqe_from_parameter_file(torch_home, tmp_path):
                      {"mu_prisparam": rng.normal(size=(1, 36)), "cov_prisparam": a @ a.T / 36 + np.eye(36)})
     ev = build_panel([], ["niqe"], weights_dir=str(tmp_path / "empty"))[-1]
     assert (ev.name, ev.lower_better, ev.backbone) == ("niqe", True, None)
+    # the direction is pyiqa's own (lower_better in its metric config), not a list of raygrid's
+    from pyiqa.default_model_configs import DEFAULT_CONFIGS
+
+    assert ev.record()["higher_better"] is (not DEFAULT_CONFIGS["niqe"]["lower_better"]) is False
+    assert ev.record()["range"] == [0.0, 100.0]
     assert torch.isfinite(ev(*_batch(n=1, side=96))).all()
 
 
