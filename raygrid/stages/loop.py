@@ -44,6 +44,9 @@ class RunEnv:
     weights_dir: str | None = None
     s3_endpoint_url: str | None = None
     sweep_name: str = ""
+    # the sweep's sample crops, as in the sweep run's samples/crops.json (raygrid.run.samples):
+    # the optimize evaluation renders each of them at every evaluation
+    samples: tuple[dict[str, Any], ...] = ()
 
 
 class TrainingDiverged(RuntimeError):
