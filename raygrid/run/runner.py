@@ -17,6 +17,7 @@ from raygrid import io
 from raygrid.run import lineage, tracking
 from raygrid.run.options import RunOptions
 from raygrid.run.preflight import preflight
+from raygrid.run.samples import sweep_samples
 from raygrid.run.summary import StageSummary, SweepResult, format_summary, summarise
 from raygrid.space import SpaceError, Stage, Sweep
 from raygrid.spec import mlflow as names
@@ -73,7 +74,9 @@ def execute(sweep: Sweep, opts: RunOptions) -> SweepResult:
     print(f"sweep {sweep.name!r}: MLflow run {sweep_run_id} in {tracking_uri}; trial state in {storage_uri}")
 
     env = {"data_root": data_root, "weights_dir": opts.weights_dir, "s3_endpoint_url": endpoint,
-           "sweep_name": sweep.name}
+           "sweep_name": sweep.name,
+           # the sample crops, chosen once per sweep and logged on its run (a resume keeps them)
+           "samples": sweep_samples(sweep, client, sweep_run_id, data_root)}
     started_ray = _start_ray(opts)
     ok = False
     try:
