@@ -21,6 +21,7 @@ from typing import Any
 from raygrid import io
 from raygrid.space.expand import sampled_json
 from raygrid.spec import mlflow as names
+from raygrid.spec import records
 from raygrid.spec.mlflow import client, default_tracking_uri, flatten
 
 # Tune's bookkeeping keys: not experiment metrics.
@@ -225,12 +226,47 @@ class TrialRunLogger(_tune_callback_base()):
                 self.client.log_metric(rec["run_id"], names.METRIC_START_STEP, float(result[names.METRIC_START_STEP]),
                                        ts, step)
             return
+        if result.get("checkpoint_path"):
+            # before the metrics: a step whose metrics are logged has its records too (a callback
+            # that restarts without its state resumes after the last logged `progress/step`)
+            self._log_records(rec, step, result["checkpoint_path"])
         metrics = [Metric(k, float(v), ts, step) for k, v in result.items()
                    if k not in _TUNE_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)]
         metrics.append(Metric(names.METRIC_STEP, float(step), ts, step))
         for i in range(0, len(metrics), 500):
             self.client.log_batch(rec["run_id"], metrics=metrics[i:i + 500])
         rec["last_step"] = step
+
+    def _log_records(self, rec: dict[str, Any], step: int, path: str) -> None:
+        """Log what the loop left in the checkpoint reported at `step` (raygrid.spec.records):
+        `scores.parquet` -> artifact scores/step_<step>.parquet, `samples/<id>.png` -> image
+        `sr/<id>` at `step`, `evaluators.json` -> artifact evaluators.json (once per run). Reads
+        those few files only, never the state. A checkpoint already pruned by Train is named in
+        the run's tag raygrid.records_missing."""
+        fs, _ = io.filesystem(self.storage_uri, self.endpoint_url)
+        try:
+            files = checkpoint_records(fs, path)
+        except FileNotFoundError:
+            rec.setdefault("records_missing", []).append(step)
+            self.client.set_tag(rec["run_id"], records.TAG_RECORDS_MISSING,
+                                ",".join(str(s) for s in rec["records_missing"])[:5000])
+            return
+        run_id = rec["run_id"]
+        with tempfile.TemporaryDirectory(prefix="raygrid-rec-") as tmp:
+            upload = Path(tmp)
+            if records.CKPT_SCORES in files:
+                target = upload / records.ARTIFACT_SCORES.format(step=step)
+                target.parent.mkdir(parents=True)
+                target.write_bytes(files[records.CKPT_SCORES])
+            if records.CKPT_EVALUATORS in files and not rec.get("evaluators"):
+                (upload / records.ARTIFACT_EVALUATORS).write_bytes(files[records.CKPT_EVALUATORS])
+                rec["evaluators"] = True
+            if any(upload.iterdir()):
+                self.client.log_artifacts(run_id, str(upload))
+        for rel, content in sorted(files.items()):
+            if rel.startswith(records.CKPT_SAMPLES + "/"):
+                crop_id = rel[len(records.CKPT_SAMPLES) + 1:-len(".png")]
+                self.client.log_image(run_id, _decode_png(content), key=records.IMAGE_SR.format(id=crop_id), step=step)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         rec = self._info(trial)
@@ -300,3 +336,31 @@ class TrialRunLogger(_tune_callback_base()):
             elif t.status == "TERMINATED":
                 counts["finished" if rec.get("last_step", -1) >= self.budget_steps else "stopped"] += 1
         self._gauge.set_counts(self.stage, counts)
+
+
+def checkpoint_records(fs, path: str) -> dict[str, bytes]:
+    """The record files of a reported checkpoint directory ({relative path: bytes}): the score
+    table, the evaluator record and the sample crops. FileNotFoundError if the directory is gone."""
+    import pyarrow.fs
+
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.Directory:
+        raise FileNotFoundError(f"checkpoint {path}: not found in storage")
+    out = {}
+    for f in fs.get_file_info(pyarrow.fs.FileSelector(path, recursive=True)):
+        rel = Path(f.path).relative_to(path).as_posix()
+        wanted = rel in (records.CKPT_SCORES, records.CKPT_EVALUATORS) or (
+            rel.startswith(records.CKPT_SAMPLES + "/") and rel.endswith(".png") and rel.count("/") == 1)
+        if f.type == pyarrow.fs.FileType.File and wanted:
+            with fs.open_input_stream(f.path) as stream:
+                out[rel] = stream.read()
+    return out
+
+
+def _decode_png(content: bytes):
+    import io as _io
+
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(_io.BytesIO(content)) as img:
+        return np.asarray(img.convert("RGB"))
