@@ -1,5 +1,5 @@
 """Train-loop parts without Ray: the SR GAN step and its checkpoint state, divergence detection,
-the assess computation, concurrency arithmetic and the preflight."""
+concurrency arithmetic and the preflight (the assess computation: tests/test_assess.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from raygrid.run.preflight import preflight
 from raygrid.run.tune_stage import driver_resources, max_concurrent_trials
 from raygrid.space import SpaceError, load_space
 from raygrid.stages import loop
-from raygrid.stages.assess.config import AssessConfig
 from raygrid.stages.optimize.config import SRGanConfig
 from raygrid.stages.optimize.models import SRGanModels, resolve_trunk_trainable
 
@@ -103,25 +102,6 @@ def test_non_finite_loss_fails_with_step_and_losses():
     with pytest.raises(loop.TrainingDiverged, match=r"step 7: loss/g_total=nan, loss/d=0.5"):
         loop.check_finite(7, {"loss/g_total": float("nan"), "loss/d": 0.5})
     loop.check_finite(7, {"loss/g_total": 1.0})
-
-
-def test_assess_fits_on_the_train_split_and_scores_the_test_split(tmp_path):
-    from raygrid.data.demo import build_demo
-    from raygrid.stages.assess.loop import run_assess
-
-    root = str(tmp_path)
-    build_demo(root)
-    env = loop.RunEnv(data_root=root)
-    cfg = AssessConfig.model_validate({"fidelity": {"backbone": "resnet50", "weights": "random"},
-                                       "benchmark": "demo_fr", "fit_on": "demo_fr", "image_size": 48,
-                                       "max_pairs": 24, "n_boot": 20, "budget": {"steps": 5, "eval_every": 5}})
-    assert cfg.eval_split == "test"
-    metrics, measure = run_assess(cfg, env, torch.device("cpu"))
-    assert metrics["pairs"] == 24 and metrics["abs_srcc"] == abs(metrics["srcc"])
-    assert metrics["srcc_lo"] <= metrics["srcc"] <= metrics["srcc_hi"]
-    assert "fit/srcc_after" in metrics
-    a, b = measure.normalized_weights()
-    assert float(a.sum() + b.sum()) == pytest.approx(1.0) and bool((a >= 0).all() and (b >= 0).all())
 
 
 def test_concurrency_follows_gpu_and_cpu_arithmetic():

@@ -10,6 +10,22 @@ from raygrid.spec.datasets import BENCHMARKS
 from raygrid.stages.config import BenchmarkName, Budget, FidelityConfig, PositiveInt, Runtime, Strict
 
 
+class AlphaBetaFit(Strict):
+    """How α/β are fitted when `fit_on` is set: DISTS's objective, MOS agreement on the fitting
+    benchmark's pairs plus the texture-resampling-invariance term (two non-overlapping crops of
+    one image should score ~0), the crops cut from that benchmark's reference images
+    (raygrid.nets.fidelity.fit_alpha_beta; docs/records.md)."""
+
+    # weight of DISTS's texture-resampling-invariance term against the MOS term; 0 fits the MOS
+    # term alone, which is not DISTS's fit
+    texture_weight: Annotated[float, Field(ge=0)] = 1.0
+    # side of the texture crops in pixels; None: half the shorter side of the smallest reference
+    # image, at most 256 (two non-overlapping crops must fit in one image)
+    texture_crop: PositiveInt | None = None
+    # crop pairs drawn per reference image
+    texture_pairs_per_image: PositiveInt = 4
+
+
 class AssessConfig(Strict):
     """Score one fidelity measure on one FR benchmark (SRCC/PLCC/KRCC).
 
@@ -23,6 +39,7 @@ class AssessConfig(Strict):
     fidelity: FidelityConfig
     benchmark: BenchmarkName
     fit_on: BenchmarkName | None = None
+    fit: AlphaBetaFit = AlphaBetaFit()  # the α/β fit's objective (used only with fit_on)
     image_size: PositiveInt | None = None  # resize shorter side (None = native)
     batch_size: PositiveInt = 8
     lr: Annotated[float, Field(gt=0)] = 1e-3
