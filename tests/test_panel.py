@@ -16,8 +16,8 @@ from raygrid.metrics.panel import (
     parse_pyiqa_range,
     pyiqa_checkpoint_name,
 )
-from raygrid.spec.records import EVALUATOR_KEYS, check_evaluator_record
 from raygrid.metrics.sr import psnr_y, ssim_y
+from raygrid.spec.records import EVALUATOR_KEYS, check_evaluator_record
 from raygrid.weights import MissingWeightsError
 
 
