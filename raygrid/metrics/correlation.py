@@ -37,6 +37,11 @@ from scipy.stats import bootstrap, kendalltau, pearsonr, spearmanr
 
 MEASURES = ("srcc", "krcc", "plcc", "plcc_logistic")
 BOOTSTRAP_FIT_TOL = 1e-6
+# A resample's logistic fit starts at the full sample's solution and converges in tens of
+# evaluations; one that has not converged after this many is a failed fit (NaN), not a reason to
+# spend seconds per resample (scipy's default budget is 10000; measures whose fit never converges,
+# e.g. random-weight backbones, made a 200-resample bootstrap take tens of seconds).
+BOOTSTRAP_MAXFEV = 600
 # Keys of `correlations`' result that hold text, not numbers: log them as params/tags, not metrics.
 TEXT_KEYS = ("resampled", "ci_method")
 CLUSTER_METHOD = "BCa"  # the interval for a clustered bootstrap (see the module docstring)
@@ -197,6 +202,8 @@ class _ClusterStatistic:
 
     def _per_resample(self, measure: str, counts: np.ndarray) -> np.ndarray:
         vals = np.full(counts.shape[0], np.nan)
+        if measure == "plcc_logistic" and self.p_full is None:
+            return vals  # the full sample's fit failed: its point estimate is the raw-PLCC fallback
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # constant resamples warn; they are NaN
             for i, c in enumerate(counts):
@@ -221,7 +228,7 @@ def _weighted_plcc_logistic(x: np.ndarray, y: np.ndarray, w: np.ndarray, p0) -> 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            params, _ = curve_fit(logistic4, x, y, p0=p0, sigma=1 / np.sqrt(w), maxfev=10000, jac=_logistic4_jac,
+            params, _ = curve_fit(logistic4, x, y, p0=p0, sigma=1 / np.sqrt(w), maxfev=BOOTSTRAP_MAXFEV, jac=_logistic4_jac,
                                   xtol=BOOTSTRAP_FIT_TOL, ftol=BOOTSTRAP_FIT_TOL)
     except RuntimeError:
         return float("nan")
