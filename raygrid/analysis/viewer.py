@@ -22,10 +22,12 @@ PNGs as logged. `image_format="png"` embeds the logged PNGs unchanged.
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import json
 import math
+import os
 import re
 import tempfile
 import uuid
@@ -47,6 +49,7 @@ CROP_KEYS = {"id": str, "set": str, "image": str, "top": int, "left": int, "size
 DEFAULT_ROWS = "fidelity.backbone"
 DEFAULT_COLS = ("adversarial.discriminator", "loss.adversarial_weight")
 FORMATS = ("webp", "png")
+_PROGRESS = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 # images/<key>+step+<n>+timestamp+<ms>+<uuid>.png; "%" is the delimiter of older MLflow versions
 _IMAGE_FILE = re.compile(r"^(?P<key>.+?)[+%]step[+%](?P<step>\d+)[+%]timestamp[+%](?P<ts>\d+)[+%][0-9a-fA-F-]+\.png$")
@@ -125,8 +128,35 @@ def find_sweep_run(client, experiment_id: str, sweep_run_id: str | None):
                       "(the sample crops are logged by sweeps that ran an optimize stage)")
 
 
-def _fetch(client, run_id: str, path: str, tmp: Path) -> Path:
-    return Path(client.download_artifacts(run_id, path, str(tmp)))
+class _Artifacts:
+    """One artifact repository per run (a client download resolves the run again for every file,
+    35x slower on a local store), without MLflow's progress bar per file on stderr."""
+
+    def __init__(self, tracking_uri: str, tmp: Path):
+        self.uri, self.tmp, self.repos = tracking_uri, tmp, {}
+
+    def fetch(self, run, path: str) -> Path:
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        rid = run.info.run_id
+        if rid not in self.repos:
+            self.repos[rid] = get_artifact_repository(run.info.artifact_uri, tracking_uri=self.uri)
+        dst = self.tmp / rid
+        dst.mkdir(exist_ok=True)
+        return Path(self.repos[rid].download_artifacts(path, str(dst)))
+
+
+@contextlib.contextmanager
+def _quiet_downloads():
+    old = os.environ.get(_PROGRESS)
+    os.environ[_PROGRESS] = "false"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(_PROGRESS, None)
+        else:
+            os.environ[_PROGRESS] = old
 
 
 def _pixels(path: Path) -> np.ndarray:
@@ -143,10 +173,10 @@ def _encode(pixels: np.ndarray, fmt: str, quality: int | None) -> str:
     im = PILImage.fromarray(pixels)
     if fmt == "png":
         im.save(buf, "PNG", optimize=True)
-    elif quality is None:
-        im.save(buf, "WEBP", lossless=True, quality=100, method=6)
+    elif quality is None:  # lossless; effort 80/4: within 1% of the smallest file, 60x faster than 100/6
+        im.save(buf, "WEBP", lossless=True, quality=80, method=4)
     else:
-        im.save(buf, "WEBP", quality=quality, method=6)
+        im.save(buf, "WEBP", quality=quality, method=4)
     mime = "image/png" if fmt == "png" else "image/webp"
     return f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
@@ -211,11 +241,11 @@ def viewer_data(tracking_uri: str, experiment: str, sweep_run_id: str | None = N
     sid = sweep.info.run_id
     notes: list[str] = []
     lossy = None if image_format == "png" else quality
-    with tempfile.TemporaryDirectory(prefix="raygrid-viewer-") as tmpdir:
-        tmp = Path(tmpdir)
+    with tempfile.TemporaryDirectory(prefix="raygrid-viewer-") as tmpdir, _quiet_downloads():
+        store = _Artifacts(tracking_uri, Path(tmpdir))
         where = f"run {sid} artifact {ARTIFACT_CROPS}"
         try:
-            text = _fetch(client, sid, ARTIFACT_CROPS, tmp).read_text()
+            text = store.fetch(sweep, ARTIFACT_CROPS).read_text()
         except Exception as e:  # noqa: BLE001 — absent artifact: say which run lacks it
             raise ViewerError(f"{where}: cannot be read ({type(e).__name__}: {e})") from None
         crop_list = parse_crops(text, where)
@@ -235,7 +265,7 @@ def viewer_data(tracking_uri: str, experiment: str, sweep_run_id: str | None = N
                 if img is None:
                     raise ViewerError(f"sweep run {sid} has no image {key}/{c['id']} at step 0 "
                                       f"(crops.json lists crop {c['id']!r})")
-                px = _pixels(_fetch(client, sid, img.path, tmp))
+                px = _pixels(store.fetch(sweep, img.path))
                 uri = _encode(px, image_format, None if key == KEY_HR else lossy)
                 if key == KEY_HR:
                     hr_pixels[c["id"]] = px
@@ -272,7 +302,7 @@ def viewer_data(tracking_uri: str, experiment: str, sweep_run_id: str | None = N
                 for step, img in sorted(images[r.info.run_id].get(f"{KEY_SR}/{c['id']}", {}).items()):
                     if step not in steps:
                         continue
-                    px = _pixels(_fetch(client, r.info.run_id, img.path, tmp))
+                    px = _pixels(store.fetch(r, img.path))
                     uri = _encode(px, image_format, lossy)
                     floor = max(floor, float(np.abs(_decoded(uri).astype(int) - px).mean()))
                     sr.setdefault(c["id"], {})[str(step)] = uri
