@@ -304,3 +304,123 @@ def test_viewer_in_chromium_slider_error_map_enlarge(page_file, store):
         assert page.get_attribute(".rgv", "data-error") is None
         browser.close()
     assert errors == []
+
+
+class Marionette:
+    """Firefox's own remote protocol (what geckodriver speaks): length-prefixed JSON over TCP.
+    Playwright's Firefox is a patched build that cannot be downloaded here; Debian's firefox-esr
+    is driven through this instead."""
+
+    KEY_HOME, KEY_ESCAPE = "\ue011", "\ue00c"
+    ELEMENT = "element-6066-11e4-a52e-4f735466cecf"
+
+    def __init__(self, exe: str, profile: Path):
+        import socket
+        import subprocess
+        import time
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        (profile / "user.js").write_text(f'user_pref("marionette.port", {port});\n'
+                                         'user_pref("browser.shell.checkDefaultBrowser", false);\n')
+        self.proc = subprocess.Popen([exe, "--headless", "--marionette", "--no-remote", "--profile", str(profile)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.close()
+                    raise
+                time.sleep(0.1)
+        self.buf, self.n = b"", 0
+        assert self._read()["applicationType"] == "gecko"
+        self.cmd("WebDriver:NewSession", {"capabilities": {}})
+
+    def _read(self):
+        while b":" not in self.buf:
+            self.buf += self.sock.recv(65536)
+        size, rest = self.buf.split(b":", 1)
+        while len(rest) < int(size):
+            rest += self.sock.recv(65536)
+        self.buf = rest[int(size):]
+        return json.loads(rest[:int(size)])
+
+    def cmd(self, name: str, params: dict | None = None):
+        self.n += 1
+        msg = json.dumps([0, self.n, name, params or {}]).encode()
+        self.sock.sendall(str(len(msg)).encode() + b":" + msg)
+        while True:
+            kind, n, error, result = self._read()
+            if kind == 1 and n == self.n:
+                if error:
+                    raise AssertionError(f"{name}: {error}")
+                return result
+
+    def js(self, script: str, *args):
+        return self.cmd("WebDriver:ExecuteScript", {"script": script, "args": list(args)})["value"]
+
+    def find(self, css: str) -> str:
+        return self.cmd("WebDriver:FindElement", {"using": "css selector", "value": css})["value"][self.ELEMENT]
+
+    def click(self, css: str) -> None:
+        self.cmd("WebDriver:ElementClick", {"id": self.find(css)})
+
+    def keys(self, css: str, text: str) -> None:
+        self.cmd("WebDriver:ElementSendKeys", {"id": self.find(css), "text": text})
+
+    def ready(self, previous: int) -> int:
+        import time
+
+        deadline = time.monotonic() + 30
+        while (n := int(self.js("return document.querySelector('.rgv').dataset.ready || 0"))) <= previous:
+            assert time.monotonic() < deadline, "the viewer did not finish rendering"
+            time.sleep(0.05)
+        return n
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(20)
+
+
+@pytest.mark.slow
+def test_viewer_in_firefox_esr(page_file, store, tmp_path):
+    exe = shutil.which("firefox-esr")
+    if exe is None:
+        pytest.skip("Debian's firefox-esr is not installed (apt-get install -y firefox-esr)")
+    ff = Marionette(exe, tmp_path)
+    try:
+        ff.cmd("WebDriver:Navigate", {"url": page_file.as_uri()})
+        n = ff.ready(0)
+        ff.js("window.__errors = []; window.addEventListener('error', e => __errors.push(e.message));"
+              "window.addEventListener('unhandledrejection', e => __errors.push(String(e.reason)));")
+        boxes = ff.js("return [...document.querySelectorAll('.rgv-run')].map(e => e.getBoundingClientRect())"
+                      ".map(b => [Math.round(b.x), Math.round(b.y)])")
+        assert len(boxes) == 9 and len({x for x, _ in boxes}) == 3 and len({y for _, y in boxes}) == 3
+        sel = f'.rgv-run[data-run="{store["runs"][("vgg16_r", "vanilla_conv")]}"] img.rgv-img'
+        last = ff.js("return document.querySelector(arguments[0]).src", sel)
+        ff.keys(".rgv-step", Marionette.KEY_HOME)  # a real key press on the slider: to its first step
+        n = ff.ready(n)
+        assert ff.js("return document.querySelector('.rgv-step-label').textContent") == "step 20"
+        assert ff.js("return document.querySelector(arguments[0]).src", sel) != last
+        ff.click(".rgv-err")
+        n = ff.ready(n)
+        mean = ff.js("""const c = document.querySelector(arguments[0].replace('img.rgv-img', 'canvas.rgv-errmap'));
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let s = 0; for (let i = 0; i < d.length; i += 4) s += d[i] + d[i + 1] + d[i + 2];
+            return [document.querySelectorAll('canvas.rgv-errmap').length, s / (d.length / 4)];""", sel)
+        assert mean[0] == 10 and mean[1] > 30
+        ff.click(".rgv-err")
+        n = ff.ready(n)
+        ff.click(sel)
+        ff.ready(n)
+        assert ff.js("return !document.querySelector('.rgv-modal').hidden && "
+                     "document.querySelectorAll('.rgv-modal img.rgv-img').length") == 3
+        ff.keys(".rgv-step", Marionette.KEY_ESCAPE)
+        assert ff.js("return document.querySelector('.rgv-modal').hidden") is True
+        assert ff.js("return [window.__errors, document.querySelector('.rgv').dataset.error || null]") == [[], None]
+    finally:
+        ff.close()

@@ -286,12 +286,15 @@
           });
         }
         combos.forEach(function (combo) {
-          var td = el("td", {cls: "rgv-cell"});
-          runs.forEach(function (r) {
-            if (r.point[st.rows] === level && st.cols.every(function (a, i) { return r.point[a] === combo[i]; })) {
-              td.appendChild(runBlock(r, runs, extra, ranges, s0, s1));
-            }
+          var td = el("td", {cls: "rgv-cell"}), here = runs.filter(function (r) {
+            return r.point[st.rows] === level && st.cols.every(function (a, i) { return r.point[a] === combo[i]; });
           });
+          if (here.length > 1) { // several runs (seeds) in one cell: how many ended how
+            var counts = {};
+            here.forEach(function (r) { var o = r.outcome || r.status.toLowerCase(); counts[o] = (counts[o] || 0) + 1; });
+            td.appendChild(el("div", {cls: "rgv-counts", text: here.length + " runs: " + Object.keys(counts).map(function (o) { return counts[o] + " " + o; }).join(", ")}));
+          }
+          here.forEach(function (r) { td.appendChild(runBlock(r, runs, extra, ranges, s0, s1)); });
           tr.appendChild(td);
         });
         body.appendChild(tr);
