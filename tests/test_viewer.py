@@ -296,7 +296,17 @@ def test_viewer_in_chromium_slider_error_map_enlarge(page_file, store):
         n = _ready(page, n)
         assert page.eval_on_selector_all(".rgv-rowhead", "es => es.map(e => e.textContent)") == [a for a, _ in ADVERSARIAL]
         assert len(page.query_selector_all(".rgv-run")) == 9
+        # one column axis (the weight): a cell holds both GAN runs, counted by outcome; the
+        # discriminator becomes a filter
         page.select_option(".rgv-rows", "fidelity.backbone")
+        page.select_option(".rgv-col1", "loss.adversarial_weight")
+        n = _ready(page, n)
+        assert page.eval_on_selector_all(".rgv-counts", "es => es.map(e => e.textContent)") == [
+            "2 runs: 2 finished", "2 runs: 1 finished, 1 stopped", "2 runs: 1 finished, 1 collapsed"]
+        page.select_option('.rgv-filter[data-axis="adversarial.discriminator"]', "patch_resnet50")
+        n = _ready(page, n)
+        assert len(page.query_selector_all(".rgv-run")) == 3
+        page.select_option('.rgv-filter[data-axis="adversarial.discriminator"]', "*")
         page.select_option(".rgv-col1", "adversarial.discriminator")
         page.select_option(".rgv-col2", "loss.adversarial_weight")
         _ready(page, n)

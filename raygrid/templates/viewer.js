@@ -292,7 +292,7 @@
           if (here.length > 1) { // several runs (seeds) in one cell: how many ended how
             var counts = {};
             here.forEach(function (r) { var o = r.outcome || r.status.toLowerCase(); counts[o] = (counts[o] || 0) + 1; });
-            td.appendChild(el("div", {cls: "rgv-counts", text: here.length + " runs: " + Object.keys(counts).map(function (o) { return counts[o] + " " + o; }).join(", ")}));
+            td.appendChild(el("div", {cls: "rgv-counts", text: here.length + " runs: " + Object.keys(counts).sort(function (a, b) { return (a !== "finished") - (b !== "finished") || (a < b ? -1 : a > b); }).map(function (o) { return counts[o] + " " + o; }).join(", ")}));
           }
           here.forEach(function (r) { td.appendChild(runBlock(r, runs, extra, ranges, s0, s1)); });
           tr.appendChild(td);
