@@ -203,6 +203,17 @@ def test_a_sweep_without_crops_is_named(store, tmp_path):
     c.create_run(exp, tags={names.TAG_KIND: names.KIND_SWEEP})
     with pytest.raises(V.ViewerError, match="no sweep run of experiment .* has samples/crops.json"):
         V.viewer_data(store["uri"], "bare")
+    # crops and references, but runs that logged no SR crops
+    sweep = c.create_run(exp, tags={names.TAG_KIND: names.KIND_SWEEP}).info.run_id
+    crop = {**store["crops"][0], "id": "c00"}
+    c.log_text(sweep, json.dumps({"crops": [crop]}), V.ARTIFACT_CROPS)
+    c.log_image(sweep, np.zeros((48, 48, 3), np.uint8), key="hr/c00", step=0)
+    with pytest.raises(V.ViewerError, match=r"sweep run .* has no image bicubic/c00 at step 0"):
+        V.viewer_data(store["uri"], "bare", sweep_run_id=sweep)
+    c.log_image(sweep, np.zeros((48, 48, 3), np.uint8), key="bicubic/c00", step=0)
+    c.create_run(exp, tags={names.TAG_SWEEP_RUN: sweep, names.TAG_STAGE: "optimize", names.TAG_TRIAL_ID: "t0"})
+    with pytest.raises(V.ViewerError, match=r"none of the 1 optimize runs of sweep run .* has an image sr/<crop id>"):
+        V.viewer_data(store["uri"], "bare", sweep_run_id=sweep)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -317,6 +317,11 @@ def viewer_data(tracking_uri: str, experiment: str, sweep_run_id: str | None = N
             })
             if not sr:
                 notes.append(f"run {r.info.run_name or r.info.run_id} has no sr/<crop> images.")
+            if not point:
+                notes.append(f"run {r.info.run_name or r.info.run_id} has no {names.TAG_POINT} tag: in no cell.")
+        if not steps:
+            raise ViewerError(f"none of the {len(runs)} {stage} runs of sweep run {sid} has an image "
+                              f"sr/<crop id> for the crops of {ARTIFACT_CROPS}")
     axes = list(dict.fromkeys(k for p in points for k in p))
     return {
         "experiment": experiment, "sweep_run_id": sid, "stage": stage,
