@@ -175,6 +175,7 @@ def test_png_keeps_the_logged_pixels_and_bounds_shrink_the_page(store, data):
     assert np.array_equal(_pixels(r["sr"]["c01"]["60"]), logged) and exact["encoding"]["floor"] == 0
     assert [c["id"] for c in exact["crops"]] == ["c01"] and exact["steps"] == [20, 60]
     assert any("2 of 3 logged steps" in n for n in exact["notes"])
+    assert V._pick_steps([20, 40, 60], 1) == [60] and V._pick_steps(list(range(0, 100, 10)), 4) == [0, 30, 60, 90]
     few = V.viewer_data(store["uri"], store["experiment"], max_runs=4, crops=["c00"])
     assert len(few["runs"]) == 4 and any("5 of 9 runs left out" in n for n in few["notes"])
     assert len(V.render_viewer(few)) < len(V.render_viewer(data))

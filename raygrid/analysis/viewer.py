@@ -210,9 +210,11 @@ def _health(client, run) -> dict[str, list[list[float | None]]]:
 
 
 def _pick_steps(steps: list[int], max_steps: int | None) -> list[int]:
-    """At most max_steps of them, evenly spread, always with the first and the last."""
+    """At most max_steps of them, evenly spread, always with the last (and the first if 2+)."""
     if not max_steps or len(steps) <= max_steps:
         return steps
+    if max_steps == 1:
+        return steps[-1:]
     idx = np.unique(np.round(np.linspace(0, len(steps) - 1, max_steps)).astype(int))
     return [steps[i] for i in idx]
 
