@@ -81,6 +81,10 @@ def build_store(root: Path, crop_size: int = 48, n_crops: int = 2, experiment: s
                 client.log_metric(run, "health/grad_norm/adversarial", 0.2 + 0.01 * step, step=step)
                 acc = 0.99 if (bb, disc) == COLLAPSED else 0.5 + step / 300
                 client.log_metric(run, "health/d/accuracy", acc, step=step)
+        # the headline metrics axis_importance ranks: the backbone drives the pooled PSNR
+        for key, value in {"test/psnr_y": 20 + 2 * BACKBONES.index(bb) + 0.1 * rng.normal(),
+                           "test/demo_sr_test/psnr_y": 20.0, "test/psnr_y_lo": 19.0, "val/psnr_y": 21.0}.items():
+            client.log_metric(run, key, value, step=last)
         if (bb, disc) == COLLAPSED:
             client.set_tag(run, names.TAG_OUTCOME, "collapsed")
             client.set_tag(run, V.TAG_OUTCOME_STEP, "40")
@@ -196,6 +200,22 @@ def test_bad_input_is_one_line_naming_it(store, data, tmp_path):
         V.parse_crops('{"crops": [{"id": "c00"}]}', "crops.json")
     with pytest.raises(V.ViewerError, match=r"crops\[0\].size = '48', expected int"):
         V.parse_crops(json.dumps({"crops": [{**store["crops"][0], "size": "48"}]}), "crops.json")
+
+
+def test_importance_loads_the_same_store(store):
+    """raygrid.analysis.importance reads trial runs from MLflow the same way (its loader)."""
+    from raygrid.analysis import importance as I
+
+    trials = I.load_trials(store["uri"], store["experiment"], "optimize", sweep_run_id=store["sweep"])
+    assert len(trials) == 9 and trials["state"].value_counts().to_dict() == {"finished": 7, "stopped": 1, "collapsed": 1}
+    axes = I.varying_axes(trials)
+    assert axes == ["fidelity.backbone", "loss.adversarial_weight", "adversarial.discriminator"]
+    assert I.headline_metrics(trials, "optimize") == ["test/psnr_y"]
+    table = I.axis_importance(trials, axes, ["test/psnr_y"])
+    assert list(table["axis"]) == ["fidelity.backbone", "loss.adversarial_weight × adversarial.discriminator"]
+    assert set(table["n"]) == {7} and table.iloc[0]["p"] < 0.01
+    frag = I.importance_section(trials, axes, ["test/psnr_y"])
+    assert frag.count('class="parallel-coordinates"') == 1 and "data:image/png;base64," in frag
 
 
 def test_a_sweep_without_crops_is_named(store, tmp_path):
