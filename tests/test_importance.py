@@ -50,7 +50,7 @@ def test_balanced_grid_sums_of_squares_are_the_one_way_ones_and_f_matches_scipy(
     trials = grid({"a": ["x", "y", "z"], "b": ["u", "v"]}, 3, lambda p: {"x": 0, "y": 1, "z": 3}[p["a"]], rng)
     y = trials["metrics.test/psnr_y"].to_numpy()
     fac, _ = I.factors(pd.DataFrame({"a": I.axis_values(trials, "a"), "b": I.axis_values(trials, "b")}))
-    ss, rss, df_res = I.type2_ss(y, fac)
+    ss, _, df_res = I.type2_ss(y, fac)
     a = I.axis_values(trials, "a")
     one_way = sum((a == lvl).sum() * (y[a == lvl].mean() - y.mean()) ** 2 for lvl in ("x", "y", "z"))
     assert ss["a"][0] == pytest.approx(one_way) and ss["a"][1] == 2 and df_res == 18 - 1 - 2 - 1

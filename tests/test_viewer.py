@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import json
 import re
 import shutil
@@ -71,8 +72,8 @@ def build_store(root: Path, crop_size: int = 48, n_crops: int = 2, experiment: s
         last = 40 if (bb, disc) in (STOPPED, COLLAPSED) else 60
         for step in (s for s in STEPS if s <= last):
             frac = step / 60 * (0.5 + 0.15 * BACKBONES.index(bb))
-            for cid in hr:
-                sr = bic[cid] + frac * (hr[cid].astype(float) - bic[cid])
+            for cid, ref in hr.items():
+                sr = bic[cid] + frac * (ref.astype(float) - bic[cid])
                 if disc != "none":
                     sr = sr + rng.normal(0, 4 + 8 * (disc == "patch_resnet50"), sr.shape)
                 client.log_image(run, np.clip(sr, 0, 255).astype(np.uint8), key=f"sr/{cid}", step=step)
@@ -108,7 +109,7 @@ def data(store):
 
 
 def _payload(fragment: str) -> dict:
-    m = re.search(r'<script type="application/json" class="rgv-data">(.*?)</script>', fragment, re.S)
+    m = re.search(r'<script type="application/json" class="rgv-data">(.*?)</script>', fragment, re.DOTALL)
     assert m, "the fragment embeds its data"
     return json.loads(m.group(1))
 
@@ -148,7 +149,7 @@ def test_viewer_shows_the_nine_runs_of_the_slice_with_their_images_health_and_ou
     assert sorted(by[STOPPED]["sr"]["c00"], key=int) == ["20", "40"]
     # every step of a run is its own picture, and the SR differs from HR and from bicubic
     srs = [_pixels(by[("vgg16_r", "vanilla_conv")]["sr"]["c00"][s]) for s in ("20", "40", "60")]
-    assert all(np.abs(a.astype(int) - b).mean() > 1 for a, b in zip(srs, srs[1:]))
+    assert all(np.abs(a.astype(int) - b).mean() > 1 for a, b in itertools.pairwise(srs))
     crop = d["crops"][0]
     hr = _pixels(crop["hr"])
     assert hr.shape == (48, 48, 3) and np.abs(hr.astype(int) - _pixels(crop["bicubic"])).mean() > 1

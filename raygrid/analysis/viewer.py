@@ -136,7 +136,9 @@ class _Artifacts:
         self.uri, self.tmp, self.repos = tracking_uri, tmp, {}
 
     def fetch(self, run, path: str) -> Path:
-        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+        from mlflow.store.artifact.artifact_repository_registry import (
+            get_artifact_repository,
+        )
 
         rid = run.info.run_id
         if rid not in self.repos:
