@@ -433,7 +433,7 @@ class Marionette:
 def test_viewer_in_firefox_esr(page_file, store, tmp_path):
     exe = shutil.which("firefox-esr")
     if exe is None:
-        pytest.skip("Debian's firefox-esr is not installed (apt-get install -y firefox-esr)")
+        pytest.fail("Debian's firefox-esr is not installed (apt-get install -y firefox-esr; tests/setup.sh does it)", pytrace=False)
     ff = Marionette(exe, tmp_path)
     try:
         ff.cmd("WebDriver:Navigate", {"url": page_file.as_uri()})
