@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import argparse
 import platform
-import warnings
 import resource
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from raygrid.nets.discriminators import GANLoss, create_discriminator
+from raygrid.nets.discriminators import GANLoss
 from raygrid.run.telemetry import TrialTelemetry
 from raygrid.stages import loop
-from raygrid.stages.config import COLLAPSED_AT, DIVERGED_AT, Budget
+from raygrid.stages.config import COLLAPSED_AT, DIVERGED_AT
 from raygrid.stages.optimize.config import SRGanConfig
 from raygrid.stages.optimize.health import (
     COLLAPSE,

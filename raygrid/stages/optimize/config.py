@@ -10,7 +10,6 @@ from pydantic import Field, field_validator, model_validator
 from raygrid.spec.backbones import BACKBONES
 from raygrid.spec.generators import GENERATORS, check_scale, checkpoint_entry, get_preset
 from raygrid.spec.discriminators import GAN_LOSSES, NO_DISCRIMINATOR
-from raygrid.stages.optimize.health import HealthConfig
 from raygrid.stages.config import (
     BackboneName,
     Budget,
@@ -23,6 +22,7 @@ from raygrid.stages.config import (
     WeightsSpec,
     check_sr_set,
 )
+from raygrid.stages.optimize.health import HealthConfig
 
 
 class GeneratorConfig(Strict):

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from raygrid import io
-from raygrid.spec.backbones import BACKBONES
 from raygrid.data.images import bicubic_downscale
+from raygrid.spec.backbones import BACKBONES
 from raygrid.spec.discriminators import NO_DISCRIMINATOR, split_discriminator
 from raygrid.stages import loop
 from raygrid.stages.optimize.config import SRGanConfig
