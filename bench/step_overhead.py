@@ -18,9 +18,16 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+# This checkout's raygrid, in this process and in the Ray workers it starts (they inherit PYTHONPATH).
+ROOT = str(Path(__file__).resolve().parents[1])
+sys.path.insert(0, ROOT)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
 
 BENCH_TRIAL = {
     "fidelity": {"backbone": "vgg16_r", "weights": "random"},
