@@ -4,18 +4,22 @@
     python bench/gpu_step.py --quick          # CI-sized (CPU, seconds)
     python bench/gpu_step.py --peak-tflops 989 --steps 30
 
-The step is `SRGanModels.step` (generator update with the fidelity and adversarial losses, EMA,
-discriminator update) exactly as the optimize loop runs it, on one fixed batch:
+The step is the optimize loop's own (`raygrid.stages.optimize.loop.train_steps` over
+`SRGanModels.step`: generator update with the fidelity and adversarial losses, EMA, discriminator
+update; on CUDA the LR made from the HR batch on the device, fused Adam, TF32, no host sync), on
+one fixed batch:
 - CUDA: the paper grid's cell SwinIR-M x4, batch 16, 256² HR crops, DISTS-style fidelity on
   VGG-16, patch discriminator on ResNet-50 (trunk trained), bf16 autocast;
 - CPU: the same losses and networks with tiny SwinIR, small crops and fp32, so CI keeps the
   script working (its figures say nothing about a GPU).
 Backbones start from random weights (nothing downloads); the FLOPs are the same as pretrained.
 
-Printed after `--warmup` untimed steps: median and mean step time, images/s, the step's FLOPs
-from `raygrid.costs` (the dry run's table), the achieved TFLOP/s, MFU against `--peak-tflops`
-(default on CUDA: 989, the H100/H200 SXM dense bf16 peak), and peak memory (CUDA: max allocated;
-CPU: the process's peak RSS).
+Printed after `--warmup` untimed steps: the runtime settings as resolved for the device, median
+and mean step time, images/s, the step's FLOPs from `raygrid.costs` (the dry run's table), the
+achieved TFLOP/s, MFU against `--peak-tflops` (default on CUDA: 989, the H100/H200 SXM dense bf16
+peak), the extra time of a report step (the health measurements), peak memory (CUDA: max
+allocated; CPU: the process's peak RSS) and, on CUDA, the host syncs one step makes
+(torch.cuda.set_sync_debug_mode) and how the LR made on the GPU compares with the loader's (CPU).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import resource
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -35,7 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # The optimize step's models and config, imported in this one place.
 from raygrid import costs
 from raygrid.data.images import bicubic_downscale
+from raygrid.stages import loop
 from raygrid.stages.optimize.config import SRGanConfig
+from raygrid.stages.optimize.loop import train_steps
 from raygrid.stages.optimize.models import SRGanModels
 
 H100_BF16_DENSE_TFLOPS = 989.0  # SXM, dense (no sparsity); the H200 has the same tensor cores
@@ -74,21 +81,57 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_steps(cfg: SRGanConfig, device: torch.device, steps: int, warmup: int) -> list[float]:
+def _batch(cfg: SRGanConfig, device: torch.device, runtime: loop.ResolvedRuntime) -> dict[str, torch.Tensor]:
+    """One fixed batch as the loader hands it over: HR only when the LR is made on the device."""
     torch.manual_seed(0)
-    models = SRGanModels(cfg, device)
     b, c = cfg.data.batch_size, cfg.data.hr_crop
     hr = torch.rand(b, 3, c, c, device=device)
-    lr = bicubic_downscale(hr, cfg.generator.scale)
+    return {"hr": hr} if runtime.lr_on_device else {"hr": hr, "lr": bicubic_downscale(hr, cfg.generator.scale)}
+
+
+def time_steps(models: SRGanModels, batch: dict[str, torch.Tensor], steps: int, warmup: int,
+               measure: bool = False) -> list[float]:
+    step, measure_step = train_steps(models, models.device)
+    run = measure_step if measure else step
     times = []
     for i in range(warmup + steps):
-        _sync(device)
+        _sync(models.device)
         t0 = time.perf_counter()
-        models.step(lr, hr)
-        _sync(device)
+        run(batch)
+        _sync(models.device)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     return times
+
+
+def host_syncs(models: SRGanModels, batch: dict[str, torch.Tensor]) -> str:
+    """How many host-device synchronisations one training step makes (CUDA's sync debug mode)."""
+    if models.device.type != "cuda":
+        return "n/a (CPU)"
+    step, _ = train_steps(models, models.device)
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            step(batch)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [w for w in caught if "synchroniz" in str(w.message)]
+    return f"{len(syncs)}" + (f" (first: {str(syncs[0].message)[:120]})" if syncs else "")
+
+
+def device_lr_agreement(cfg: SRGanConfig, device: torch.device) -> str:
+    """The LR the GPU makes from HR crops vs the loader's (CPU), on 8-bit crops as a loader reads."""
+    if device.type != "cuda":
+        return "n/a (CPU: the loader's own function; bit-identical, tests/test_train_units.py)"
+    g = torch.Generator().manual_seed(1)
+    hr = torch.randint(0, 256, (cfg.data.batch_size, 3, cfg.data.hr_crop, cfg.data.hr_crop), generator=g).float() / 255
+    on_cpu = bicubic_downscale(hr, cfg.generator.scale)
+    on_gpu = bicubic_downscale(hr.to(device), cfg.generator.scale).cpu()
+    levels = (on_gpu - on_cpu).abs().mul(255).round()
+    return (f"{int((levels > 0).sum())} of {levels.numel()} values differ "
+            f"(at most {int(levels.max())} 8-bit level)")
 
 
 def _peak_memory(device: torch.device) -> str:
@@ -105,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 5 on CUDA, 1 on CPU)")
     p.add_argument("--peak-tflops", type=float, default=None,
                    help=f"peak for MFU (default on CUDA: {H100_BF16_DENSE_TFLOPS:g}; none on CPU)")
-    p.add_argument("--tf32", action="store_true", help="allow TF32 matmuls (off: torch's default)")
+    p.add_argument("--no-tf32", action="store_true", help="runtime.tf32 off (default: auto, on on CUDA)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads on CPU (default 1: shared CI cores oversubscribed by OpenMP crawl)")
     args = p.parse_args(argv)
@@ -116,7 +159,8 @@ def main(argv: list[str] | None = None) -> None:
         device = torch.device("cpu")
     if device.type == "cuda":
         cfg = paper_trial()
-        torch.backends.cuda.matmul.allow_tf32 = args.tf32
+        if args.no_tf32:
+            cfg = cfg.model_copy(update={"runtime": cfg.runtime.model_copy(update={"tf32": False})})
         name = torch.cuda.get_device_name(device)
         peak = args.peak_tflops or H100_BF16_DENSE_TFLOPS
         steps, warmup = args.steps or 20, args.warmup if args.warmup is not None else 5
@@ -127,18 +171,28 @@ def main(argv: list[str] | None = None) -> None:
         peak = args.peak_tflops
         steps, warmup = args.steps or (2 if args.quick else 5), args.warmup if args.warmup is not None else 1
 
-    times = time_steps(cfg, device, steps, warmup)
+    runtime = loop.resolve_runtime(cfg.runtime, device)
+    loop.apply_backend_flags(runtime, device)  # as the loop's setup does
+    torch.manual_seed(0)
+    models = SRGanModels(cfg, device)
+    batch = _batch(cfg, device, runtime)
+    times = time_steps(models, batch, steps, warmup)
+    measured = time_steps(models, batch, max(1, steps // 4), 1, measure=True)
     median, mean = statistics.median(times), statistics.fmean(times)
     gflops = step_gflops(cfg)
     achieved = gflops / median / 1e3
-    amp = "bf16 autocast" if cfg.runtime.amp == "bf16" or (cfg.runtime.amp == "auto" and device.type == "cuda") else "fp32"
+    amp = "bf16 autocast" if runtime.precision == "bf16" else "fp32"
+    tf32 = "on" if torch.backends.cuda.matmul.allow_tf32 and device.type == "cuda" else "off"
     rows = [
         ("device", name),
         ("torch", torch.__version__),
         ("cell", (f"SwinIR-{cfg.generator.preset} x{cfg.generator.scale}, fidelity {cfg.fidelity.backbone}, "
                   f"discriminator {cfg.adversarial.discriminator}")),
         ("batch x HR crop", f"{cfg.data.batch_size} x {cfg.data.hr_crop}²  (LR {cfg.data.hr_crop // 4}²)"),
-        ("precision", f"{amp}; TF32 matmul {'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'}"),
+        ("precision", f"{amp}; TF32 matmul/conv {tf32}"),
+        ("runtime", (f"fused Adam {'on' if runtime.fused_adam else 'off'}, LR made "
+                     f"{'on the device' if runtime.lr_on_device else 'by the loader'}, "
+                     f"non-finite check every {runtime.finite_check_every} steps")),
         ("timed steps", f"{len(times)} after {warmup} warm-up"),
         ("step time", (f"median {median * 1e3:.1f} ms, mean {mean * 1e3:.1f} ms, "
                        f"min {min(times) * 1e3:.1f} ms")),
@@ -146,7 +200,11 @@ def main(argv: list[str] | None = None) -> None:
         ("FLOPs/step", f"{gflops:,.1f} GFLOP (raygrid.costs)"),
         ("achieved", f"{achieved:.3f} TFLOP/s"),
         ("MFU", f"{achieved / peak:.1%} of {peak:g} TFLOP/s" if peak else "n/a (no --peak-tflops for this device)"),
+        ("report step", (f"median {statistics.median(measured) * 1e3:.1f} ms "
+                         f"({statistics.median(measured) / median:.2f}x: + health measurements)")),
         ("peak memory", _peak_memory(device)),
+        ("host syncs", host_syncs(models, batch)),
+        ("LR on device", device_lr_agreement(cfg, device)),
     ]
     width = max(len(k) for k, _ in rows)
     print("bench/gpu_step.py: the optimize step" + (" (tiny CPU version)" if device.type == "cpu" else ""))

@@ -18,9 +18,16 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+# This checkout's raygrid, in this process and in the Ray workers it starts (they inherit PYTHONPATH).
+ROOT = str(Path(__file__).resolve().parents[1])
+sys.path.insert(0, ROOT)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
 
 BENCH_TRIAL = {
     "fidelity": {"backbone": "vgg16_r", "weights": "random"},
@@ -33,8 +40,11 @@ BENCH_TRIAL = {
 
 
 def timed_steps(steps: int, warmup: int) -> list[float]:
-    """Median-ready per-step times of SRGanModels.step on one fixed batch (CPU, 1 thread)."""
+    """Median-ready per-step times of the optimize loop's step (train_steps over SRGanModels.step)
+    on one fixed batch (CPU, 1 thread); each step's values are read as the loop's report does."""
+    from raygrid.stages.loop import LossWindow
     from raygrid.stages.optimize.config import SRGanConfig
+    from raygrid.stages.optimize.loop import train_steps
     from raygrid.stages.optimize.models import SRGanModels
 
     torch.manual_seed(0)
@@ -43,10 +53,13 @@ def timed_steps(steps: int, warmup: int) -> list[float]:
     models = SRGanModels(cfg, torch.device("cpu"))
     hr = torch.rand(cfg.data.batch_size, 3, cfg.data.hr_crop, cfg.data.hr_crop)
     lr = torch.nn.functional.interpolate(hr, scale_factor=0.25, mode="bicubic", antialias=True).clamp(0, 1)
+    step, _ = train_steps(models, torch.device("cpu"))
+    window = LossWindow()
     times = []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
-        models.step(lr, hr)
+        window.add(step({"lr": lr, "hr": hr})[0])
+        window.read()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     return times

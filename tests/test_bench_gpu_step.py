@@ -15,9 +15,13 @@ def test_gpu_step_bench_quick_runs_on_cpu():
                           check=False, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
-    for row in ("step time", "images/s", "FLOPs/step", "achieved", "MFU", "peak memory"):
+    for row in ("precision", "runtime", "step time", "images/s", "FLOPs/step", "achieved", "MFU", "report step",
+                "peak memory", "host syncs", "LR on device"):
         assert re.search(rf"^\s+{row}\s", out, re.MULTILINE), f"no '{row}' row in:\n{out}"
     assert "SwinIR-tiny x4, fidelity vgg16, discriminator patch_resnet50" in out
     images_per_s = float(re.search(r"images/s\s+([\d.]+)", out).group(1))
     gflops = float(re.search(r"FLOPs/step\s+([\d.,]+) GFLOP", out).group(1).replace(",", ""))
     assert images_per_s > 0 and gflops > 0
+    # on CPU the runtime's "auto" settings resolve to the plain path: fp32, unfused Adam, LR from the loader
+    assert re.search(r"^\s+precision\s+fp32; TF32 matmul/conv off$", out, re.MULTILINE)
+    assert "fused Adam off, LR made by the loader" in out

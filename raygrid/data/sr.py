@@ -99,6 +99,7 @@ class SRTrainSet(Dataset):
     exist (or is built, with on_mismatch="rebuild"). on_mismatch: what a store that does not
     match its sources (or is incomplete) gets: "refuse" (StoreError) or "rebuild".
     cache: keep decoded PNGs in memory (None: when the set is small, see CACHE_LIMIT_BYTES).
+    make_lr: False leaves "lr" out (the train loop makes it on its device, with bicubic_downscale).
     """
 
     def __init__(
@@ -113,6 +114,7 @@ class SRTrainSet(Dataset):
         store: str | None = None,
         on_mismatch: Literal["refuse", "rebuild"] = "refuse",
         cache: bool | None = None,
+        make_lr: bool = True,
     ):
         if hr_crop <= 0 or hr_crop % scale:
             raise ValueError(f"hr_crop={hr_crop} must be a positive multiple of scale={scale}")
@@ -123,6 +125,7 @@ class SRTrainSet(Dataset):
         if not self.paths:
             raise DatasetRootError(f"SR training set: no images in {self.root}")
         self.hr_crop, self.scale, self.seed, self.augment = hr_crop, scale, seed, augment
+        self.make_lr = make_lr
         self.order = PassOrder(seed, len(self.paths))
         self.skip_unreadable = skip_unreadable
         self.skipped = 0
@@ -189,7 +192,7 @@ class SRTrainSet(Dataset):
             if transpose:
                 patch = patch.transpose(1, 0, 2)
         hr = to_tensor(patch)
-        return {"lr": bicubic_downscale(hr, self.scale), "hr": hr}
+        return {"lr": bicubic_downscale(hr, self.scale), "hr": hr} if self.make_lr else {"hr": hr}
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,36 @@ def preflight(sweep: Sweep, data_root: str, weights_dir: str | None) -> None:
         if not io.is_s3(need.path) and not Path(need.path).expanduser().is_file():
             raise SpaceError(sweep.source, f"stages.{stage}.{need.key}", f"{need.what} {need.path} does not exist")
     check_datasets(sweep, data_root)
+    check_sr_stores(sweep, data_root)
+
+
+def check_sr_stores(sweep: Sweep, data_root: str) -> None:
+    """The prepared SR stores trials read (`data.store`), checked against their sources here, or
+    prepared here with `data.store_on_mismatch: rebuild`, so that no trial starts on a stale one.
+    A store of a training set in S3 is checked by the trials (opening it mirrors the set)."""
+    import os
+
+    from raygrid.data.images import DatasetRootError, ImageDecodeError
+    from raygrid.data.sr import resolve_sr_root
+    from raygrid.data.sr_store import StoreError, find_store, open_store, prepare
+
+    seen = set()
+    for name, stage in sweep.stages.items():
+        for t in stage.trials:
+            data = getattr(t.config, "data", None)
+            if getattr(data, "store", None) is None or (data.train, data.store, data.store_on_mismatch) in seen:
+                continue
+            seen.add((data.train, data.store, data.store_on_mismatch))
+            root = resolve_sr_root(data.train, data_root)
+            try:
+                if data.store != "auto" and data.store_on_mismatch == "rebuild":
+                    prepare(data.train, out=data.store, data_root=data_root, workers=max(1, (os.cpu_count() or 2) - 1))
+                elif not io.is_s3(root) and data.store == "auto":
+                    find_store(root, root, data.store_on_mismatch)
+                elif not io.is_s3(root):
+                    open_store(root, data.store, data.store_on_mismatch)
+            except (StoreError, DatasetRootError, ImageDecodeError) as e:
+                raise SpaceError(sweep.source, f"stages.{name}.data.store", str(e).replace("\n", " ")) from None
 
 
 def check_datasets(sweep: Sweep, data_root: str) -> None:

@@ -274,8 +274,21 @@ class TrialRunLogger(_tune_callback_base()):
         self.client.set_tag(rec["run_id"], names.TAG_RETRIES, str(rec["retries"]))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        from raygrid.stages.optimize.health import outcome_from_result
+
         rec = self._info(trial)
-        outcome = "finished" if rec["last_step"] >= self.budget_steps else "stopped"
+        last = getattr(trial, "last_result", None) or {}
+        # a loop that ended its run early says so in its last report (diverged / collapsed at step k)
+        ended = outcome_from_result(last)
+        if ended is None:
+            finished = rec["last_step"] >= self.budget_steps
+            ended = ("finished" if finished else "stopped", rec["last_step"],
+                     "ran its whole budget" if finished else "stopped by the scheduler")
+        outcome, step, reason = ended
+        self.client.set_tag(rec["run_id"], f"{names.TAG_OUTCOME}_step", str(step))
+        self.client.set_tag(rec["run_id"], f"{names.TAG_OUTCOME}_reason", reason)
+        if "runtime/bf16" in last:  # the numerics the run used (runtime.amp "auto" resolved)
+            self.client.log_param(rec["run_id"], "runtime.precision", "bf16" if last["runtime/bf16"] else "fp32")
         self._finish(trial, rec, outcome, "FINISHED")
         self._publish_counts(trials)
 

@@ -89,13 +89,36 @@ class Budget(Strict):
 
 
 class Runtime(Strict):
-    """How the train loop runs; does not change the experiment's meaning."""
+    """How the train loop runs. None of these settings changes what is trained; the two that
+    change numerics (`amp`, `tf32`) are resolved for the device at the start of every run and
+    recorded with its results: metrics `runtime/bf16`, `runtime/tf32`, `runtime/fused_adam`,
+    `runtime/lr_on_device` (1 or 0) in every report, `"runtime"` in each checkpoint's meta.json,
+    and the MLflow param `runtime.precision` (bf16 | fp32). docs/training.md."""
 
-    amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 on CUDA, off on CPU
+    # bf16 autocast of the networks' forward passes. auto: bf16 on CUDA, fp32 elsewhere
+    amp: Literal["auto", "bf16", "off"] = "auto"
+    # TF32 tensor-core matmuls and convolutions for fp32 work on CUDA (10-bit mantissa products,
+    # fp32 accumulation). auto: on on CUDA; no effect on other devices
+    tf32: bool | Literal["auto"] = "auto"
+    # torch's fused (single-kernel) Adam. auto: on on CUDA; same update up to float rounding
+    fused_adam: bool | Literal["auto"] = "auto"
+    # make the LR image from the HR crop on the training device (the loader then only crops);
+    # the same antialiased bicubic + 8-bit rounding as the loader. auto: on on CUDA
+    lr_on_device: bool | Literal["auto"] = "auto"
+    # steps between host reads of the on-device non-finite flag (and at every report); a
+    # diverged run is stopped at most this many steps late and names the first bad step exactly
+    finite_check_every: PositiveInt = 100
     # DataLoader workers per Train worker; "auto": the Train worker's CPUs minus one for the loop
     # (raygrid.data.stream.loader_workers)
     num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
     threads: Annotated[int, Field(ge=0)] = 0  # torch threads per Train worker; 0 = torch default
+
+
+# How a train loop ends a run early (the last report carries one of these = the step; the Tune
+# driver's MLflow callback turns it into the tags raygrid.outcome / outcome_step / outcome_reason).
+OUTCOME_PREFIX = "outcome/"
+DIVERGED_AT = "outcome/diverged_at"  # a non-finite loss or gradient first seen at this step
+COLLAPSED_AT = "outcome/collapsed_at"  # a collapse flag held for `health.patience` evaluations
 
 
 class FidelityConfig(Strict):

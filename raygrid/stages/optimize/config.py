@@ -22,6 +22,7 @@ from raygrid.stages.config import (
     WeightsSpec,
     check_sr_set,
 )
+from raygrid.stages.optimize.health import HealthConfig
 
 
 class GeneratorConfig(Strict):
@@ -89,6 +90,13 @@ class SRDataConfig(Strict):
     hr_crop: PositiveInt = 256
     batch_size: PositiveInt = 16
     max_eval_images: PositiveInt | None = None  # cap per evaluation set (CPU demo); None = all
+    # the prepared store of the training set (raygrid.data.sr_store; the same pixels as the PNGs):
+    # None reads the PNGs; "auto" the store beside the set (<set>.srstore) when there is one;
+    # a folder or s3:// URI names a store that must exist and match its sources
+    store: str | None = None
+    # a store that is missing (a named one), incomplete or stale: "refuse" stops the sweep in the
+    # preflight with one line naming the file; "rebuild" prepares it there, before Ray starts
+    store_on_mismatch: Literal["refuse", "rebuild"] = "refuse"
 
     @field_validator("train")
     @classmethod
@@ -109,6 +117,13 @@ class SRDataConfig(Strict):
         if not self.val and not self.test:
             raise ValueError("data: expected at least one evaluation set in val or test")
         return self
+
+    @field_validator("store")
+    @classmethod
+    def _store(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("expected null, 'auto', a folder or an s3:// URI")
+        return v
 
     @field_validator("hr_crop")
     @classmethod
@@ -140,6 +155,7 @@ class SRGanConfig(Strict):
     optim: SROptimConfig = SROptimConfig()
     data: SRDataConfig = SRDataConfig()
     eval: SREvalConfig = SREvalConfig()
+    health: HealthConfig = HealthConfig()  # when a GAN run counts as collapsed (health.py)
     runtime: Runtime = Runtime()
 
     @model_validator(mode="after")

@@ -4,6 +4,12 @@ optimisers, one training step and the checkpoint state.
 The G/D alternation follows the BasicSR/KAIR GAN recipes: per step, update G with D frozen,
 then update D on real HR vs detached SR; EMA of G after the G step. Adam with betas (0.9, 0.99).
 The loss is λ_fid·fidelity + λ_adv·adversarial (+ λ_pix·L1).
+
+The step never waits for the device: it returns 0-dim tensors (losses, gradient norms, the
+discriminator's logit statistics) that the loop skeleton sums on the device and reads at report
+time. On report steps (`measure=True`) it also measures, without changing the update, the
+gradient each weighted loss term sends to the generator's output and the colour shift of SR vs
+HR (docs/training.md lists every key).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from raygrid import io
+from raygrid.data.images import bicubic_downscale
 from raygrid.spec.backbones import BACKBONES
 from raygrid.spec.discriminators import NO_DISCRIMINATOR, split_discriminator
 from raygrid.stages import loop
@@ -43,6 +50,7 @@ class SRGanModels:
         from raygrid.nets.generators import create_generator
 
         self.cfg, self.device = cfg, device
+        self.runtime = loop.resolve_runtime(cfg.runtime, device)
         g = cfg.generator
         with _local_checkpoint(g.checkpoint) as checkpoint:
             self.generator = create_generator(g.arch, g.preset, scale=g.scale, checkpoint=checkpoint,
@@ -52,7 +60,8 @@ class SRGanModels:
                                         alpha_beta=cfg.fidelity.alpha_beta, weights_dir=weights_dir).to(device)
         self.fidelity.eval().requires_grad_(False)
         betas = tuple(cfg.optim.betas)
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.optim.lr, betas=betas)
+        fused = {"fused": True} if self.runtime.fused_adam else {}
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.optim.lr, betas=betas, **fused)
         self.discriminator = None
         self.opt_d = None
         self.gan_loss = None
@@ -66,7 +75,7 @@ class SRGanModels:
             ).to(device)
             # a frozen trunk (trunk_trainable false) has requires_grad off from construction
             self.d_params = [p for p in self.discriminator.parameters() if p.requires_grad]
-            self.opt_d = torch.optim.Adam(self.d_params, lr=cfg.adversarial.lr, betas=betas)
+            self.opt_d = torch.optim.Adam(self.d_params, lr=cfg.adversarial.lr, betas=betas, **fused)
             self.gan_loss = GANLoss(cfg.adversarial.gan_loss, weight=cfg.loss.adversarial_weight)
 
     def wrap_for_ddp(self) -> None:
@@ -78,7 +87,19 @@ class SRGanModels:
 
     # -- one step ------------------------------------------------------------------------------
 
-    def step(self, lr_img: torch.Tensor, hr_img: torch.Tensor) -> dict[str, float]:
+    def lr_from_hr(self, hr_img: torch.Tensor) -> torch.Tensor:
+        """The LR batch made from the HR crops where they are (runtime.lr_on_device): the loader's
+        own bicubic_downscale (antialiased bicubic, rounded to 8-bit levels)."""
+        return bicubic_downscale(hr_img, self.cfg.generator.scale)
+
+    def step(self, lr_img: torch.Tensor, hr_img: torch.Tensor, measure: bool = False) -> dict[str, torch.Tensor]:
+        """One generator and one discriminator update; returns detached 0-dim tensors.
+
+        measure: also `health/grad_sr/<term>` (the L2 norm, over the batch, of the gradient of each
+        weighted loss term with respect to the SR batch, from torch.autograd.grad on the step's own
+        graph: no parameter gradient or optimiser state is touched) and `health/color_shift/<r|g|b>`
+        (mean of SR minus mean of HR per channel, on this batch).
+        """
         cfg = self.cfg
         amp = loop.autocast(self.device, cfg.runtime.amp)
         self.generator.train()
@@ -87,25 +108,28 @@ class SRGanModels:
         with amp:
             sr = self.generator(lr_img)
         sr = sr.float()
-        losses: dict[str, torch.Tensor] = {}
-        losses["g_fidelity"] = cfg.loss.fidelity_weight * self.fidelity(sr, hr_img).mean()
+        terms: dict[str, torch.Tensor] = {"fidelity": cfg.loss.fidelity_weight * self.fidelity(sr, hr_img).mean()}
         if cfg.loss.pixel_weight > 0:
-            losses["g_pixel"] = cfg.loss.pixel_weight * F.l1_loss(sr, hr_img)
-        fake_logits = real_logits = None
+            terms["pixel"] = cfg.loss.pixel_weight * F.l1_loss(sr, hr_img)
         if self.discriminator is not None:
             with amp:
                 fake_logits = self.discriminator(sr).float()
                 real_logits = self.discriminator(hr_img).float() if self.gan_loss.kind == "relativistic" else None
-            losses["g_adversarial"] = self.gan_loss.g_loss(fake_logits, real_logits)  # weight applied inside
-        g_total = sum(losses.values())
+            terms["adversarial"] = self.gan_loss.g_loss(fake_logits, real_logits)  # weight applied inside
+        g_total = sum(terms.values())
+        out = {f"loss/g_{k}": v.detach() for k, v in terms.items()}
+        out["loss/g_total"] = g_total.detach()
+        if measure:
+            for name, term in terms.items():
+                (grad,) = torch.autograd.grad(term, sr, retain_graph=True)
+                out[f"health/grad_sr/{name}"] = grad.norm()
+            shift = (sr.detach() - hr_img).mean(dim=(0, 2, 3))
+            out.update({f"health/color_shift/{c}": shift[i] for i, c in enumerate("rgb")})
         self.opt_g.zero_grad(set_to_none=True)
         g_total.backward()
-        if cfg.optim.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.generator.parameters(), cfg.optim.grad_clip)
+        out["grad_norm/g"] = _clip(self.generator.parameters(), cfg.optim.grad_clip)
         self.opt_g.step()
         self._update_ema()
-        out = {f"loss/{k}": float(v.detach()) for k, v in losses.items()}
-        out["loss/g_total"] = float(g_total.detach())
 
         # Discriminator update on real vs detached fake
         if self.discriminator is not None:
@@ -116,12 +140,10 @@ class SRGanModels:
             d_loss = self.gan_loss.d_loss(real_logits, fake_logits)
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
-            if cfg.optim.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.d_params, cfg.optim.grad_clip)
+            out["grad_norm/d"] = _clip(self.d_params, cfg.optim.grad_clip)
             self.opt_d.step()
-            out["loss/d"] = float(d_loss.detach())
-            out["d/real_acc"] = float((real_logits.detach() > 0).float().mean())
-            out["d/fake_acc"] = float((fake_logits.detach() < 0).float().mean())
+            out["loss/d"] = d_loss.detach()
+            out.update(discriminator_stats(real_logits.detach(), fake_logits.detach(), self.gan_loss.kind))
         return out
 
     def _set_d_trainable(self, on: bool) -> None:
@@ -130,12 +152,14 @@ class SRGanModels:
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        decay = self.cfg.optim.ema_decay
-        g = _unwrap(self.generator)
-        for pe, p in zip(self.ema.parameters(), g.parameters()):
-            pe.lerp_(p.detach(), 1 - decay)
-        for be, b in zip(self.ema.buffers(), g.buffers()):
-            be.copy_(b)
+        if not hasattr(self, "_ema_pairs"):  # built on first use: after a DDP wrap, the same tensors
+            g = _unwrap(self.generator)
+            self._ema_pairs = ([list(self.ema.parameters()), [p.detach() for p in g.parameters()]],
+                               [list(self.ema.buffers()), list(g.buffers())])
+        (ema_p, g_p), (ema_b, g_b) = self._ema_pairs
+        torch._foreach_lerp_(ema_p, g_p, 1 - self.cfg.optim.ema_decay)  # one kernel per group, not per tensor
+        if ema_b:
+            torch._foreach_copy_(ema_b, g_b)
 
     # -- checkpoint state -------------------------------------------------------------------------
 
@@ -171,6 +195,31 @@ def _local_checkpoint(checkpoint: str | None):
         return
     with tempfile.TemporaryDirectory(prefix="raygrid-gen-") as tmp:
         yield io.fetch(checkpoint, tmp)
+
+
+def _clip(params, max_norm: float | None) -> torch.Tensor:
+    """The total L2 norm of the gradients before clipping (a device tensor), clipped if asked."""
+    params = [p for p in params if p.grad is not None]
+    if max_norm:
+        return torch.nn.utils.clip_grad_norm_(params, max_norm).detach()
+    return torch.nn.utils.get_total_norm([p.grad for p in params]).detach()
+
+
+def discriminator_stats(real: torch.Tensor, fake: torch.Tensor, kind: str) -> dict[str, torch.Tensor]:
+    """The discriminator's logits on this step's real and (detached) fake batch: mean and std
+    over every logit (images x patches), and its accuracy by its own loss's decision rule: logit
+    > 0 is "real" (vanilla, hinge), > 0.5 (lsgan: targets 1 and 0), and for the relativistic
+    loss a real logit above the fake mean / a fake logit below the real mean."""
+    if kind == "relativistic":
+        real_right, fake_right = real > fake.mean(), fake < real.mean()
+    else:
+        threshold = 0.5 if kind == "lsgan" else 0.0
+        real_right, fake_right = real > threshold, fake <= threshold
+    return {
+        "d/real_logit_mean": real.mean(), "d/real_logit_std": real.std(correction=0),
+        "d/fake_logit_mean": fake.mean(), "d/fake_logit_std": fake.std(correction=0),
+        "d/real_acc": real_right.float().mean(), "d/fake_acc": fake_right.float().mean(),
+    }
 
 
 def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
