@@ -70,13 +70,13 @@ def _row(df: pd.DataFrame, **match) -> pd.Series:
 def test_every_trial_is_a_row_with_its_outcome(data):
     t = data.trials
     counts = {k: n for k, n in t.groupby(["stage", "outcome"]).size().items()}
-    # assess: 4 backbones × 3 benchmarks × 2 variants = 24 planned; one failed, one never ran
+    # assess: 4 backbones × (3 benchmarks uniform + live fitted) = 16 planned; one failed, one never ran
     assert counts == {
-        ("assess", "finished"): 22, ("assess", "failed"): 1, ("assess", "not run"): 1,
+        ("assess", "finished"): 14, ("assess", "failed"): 1, ("assess", "not run"): 1,
         ("optimize", "finished"): 17, ("optimize", "stopped"): 1, ("optimize", "collapsed"): 1,
         ("optimize", "failed"): 1, ("transfer", "finished"): 8, ("transfer", "failed"): 1,
     }
-    assert t.groupby("stage")["compared"].sum().to_dict() == {"assess": 22, "optimize": 17, "transfer": 8}
+    assert t.groupby("stage")["compared"].sum().to_dict() == {"assess": 14, "optimize": 17, "transfer": 8}
     never = t[t["outcome"] == "not run"].iloc[0]
     assert never["run_id"] is None and never["why"] == "not run"
     assert data.sweep_run_ids and data.notes == []
@@ -125,7 +125,7 @@ def test_best_without_a_selection_metric_is_one_clear_error():
 
 def test_sweep_run_filter(store):
     same = load_sweep(store["experiment"], store["tracking_uri"], sweep_run_id=store["sweep_run_id"])
-    assert len(same.trials) == 24 + 20 + 9
+    assert len(same.trials) == 16 + 20 + 9
     other = load_sweep(store["experiment"], store["tracking_uri"], sweep_run_id="0" * 32)
     assert other.trials.empty and any("plan.json" in n for n in other.notes)
     with pytest.raises(LookupError):
@@ -158,7 +158,7 @@ def test_outcome_lines():
 
 def test_assessment_table_from_the_per_item_tables(data):
     assess = tables.assessment_table(data, n_boot=200)
-    assert len(assess) == 24  # every planned cell, the missing two included
+    assert len(assess) == 16  # every planned cell, the missing two included
     for b, values in F.IQA_UNIFORM.items():
         for bench, srcc in zip(F.BENCHES, values):
             row = _row(assess, variant="uniform", backbone=b, benchmark=bench)
@@ -169,9 +169,9 @@ def test_assessment_table_from_the_per_item_tables(data):
             assert (row["n_pairs"], row["n_refs"], row["resampled"]) == (5, 4, "reference images")
             assert row["status"] == "ok" and row["n_compared"] == 1
     assert _row(assess, variant="fitted on kadid10k", backbone=V, benchmark="live")["srcc"] == pytest.approx(1.0)
-    failed = _row(assess, variant="fitted on kadid10k", backbone=R, benchmark="csiq")
+    failed = _row(assess, variant="fitted on kadid10k", backbone=R, benchmark="live")
     assert math.isnan(failed["srcc"]) and failed["status"] == f"0/1 compared; 1 {FAILED}"
-    never = _row(assess, variant="fitted on kadid10k", backbone=C, benchmark="tid2013")
+    never = _row(assess, variant="fitted on kadid10k", backbone=C, benchmark="live")
     assert never["status"] == "0/1 compared; 1 not run" and never["n_not_run"] == 1
 
 

@@ -80,7 +80,7 @@ def test_report_writes_html_csv_and_png(report, page):
     row = asym[(asym["setting"] == "no adversarial loss") & (asym["panel"] == "all evaluators")].iloc[0]
     assert row["spearman"] == pytest.approx(-1.0) and row["iqa_variant"] == "uniform"
     assessment = pd.read_csv(out / "assessment.csv")
-    assert len(assessment) == 24 and assessment["srcc"].isna().sum() == 2  # failed + never ran
+    assert len(assessment) == 16 and assessment["srcc"].isna().sum() == 2  # failed + never ran
     assert len(pd.read_csv(out / "not_compared.csv")) == 6
 
 
@@ -129,8 +129,8 @@ def test_report_is_logged_to_the_sweep_run(report, store):
 
 
 def test_sr_samples_and_runs_without_weights(page, store):
-    # 8 representative runs; 3 of them have checkpoints without generator weights
-    assert page.count("holds no generator weights") == 3
+    # 8 representative runs; 5 of them have checkpoints without generator weights
+    assert page.count("holds no generator weights") == 5
     data = load_sweep(store["experiment"], store["tracking_uri"])
     reps = representative_runs(data)
     from raygrid.io import data_root
@@ -171,7 +171,7 @@ def test_partial_sweep_report_states_what_is_missing(partial_store, tmp_path):
     assert embedded_figures(path) == {}
     opt = pd.read_csv(tmp_path / "partial" / "optimization.csv")
     assert len(opt) == 20 and set(opt["status"]) == {"0/1 compared; 1 not run"}
-    assert len(pd.read_csv(tmp_path / "partial" / "assessment.csv")) == 24
+    assert len(pd.read_csv(tmp_path / "partial" / "assessment.csv")) == 16
 
 
 def test_cli(partial_store, tmp_path, capsys):
@@ -184,6 +184,24 @@ def test_cli(partial_store, tmp_path, capsys):
     rc = raygrid_main(["report", "--experiment", "no-such-sweep", "--tracking-uri", partial_store["tracking_uri"],
                        "--out", str(out)])
     assert rc == 2 and "no MLflow experiment named 'no-such-sweep'" in capsys.readouterr().err
+
+
+def test_a_section_can_be_added_and_a_broken_one_does_not_take_the_page_down(partial_store, tmp_path):
+    from raygrid.analysis.report import SectionSpec
+    from raygrid.analysis.report.html import paragraph
+
+    def extra(report, section):  # what a section added by the views (viewer, importance) looks like
+        section.add(paragraph(f"{len(report.data.trials)} trials read; {len(report.optimization)} optimize cells"))
+
+    def broken(report, section):
+        raise RuntimeError("boom")
+
+    specs = [*default_sections()[:1], SectionSpec("extra", "Extra", extra), SectionSpec("broken", "Broken", broken)]
+    path = build_report(partial_store["experiment"], tracking_uri=partial_store["tracking_uri"],
+                        out_dir=str(tmp_path / "extra"), n_boot=0, samples=False, sections_list=specs)
+    html = Path(path).read_text(encoding="utf-8")
+    assert "45 trials read; 20 optimize cells" in html and 'id="overview"' in html
+    assert "Broken could not be produced: RuntimeError: boom" in html
 
 
 # ---------------------------------------------------------------------------------------------
