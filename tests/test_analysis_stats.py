@@ -60,8 +60,8 @@ def test_the_independent_panel_flips_a_clear_asymmetry():
     assert indep["spearman"] == pytest.approx(1.0) and indep["spearman_lo"] > 0
     assert indep["conclusion"] == "agreement (ρ > 0)" and indep["flips"] == "yes: ρ -1.00 → +1.00"
     assert indep["evaluators"] == "niqe, psnr_y, ssim_y" and indep["n_evaluators"] == 3
-    assert res.lines == ["[uniform | all | no adversarial loss] judged by the independent panel only, the conclusion "
-                         "flips (yes: ρ -1.00 → +1.00)."]
+    assert res.lines == [("[uniform | all | no adversarial loss] judged by the independent panel only, the conclusion "
+                          "flips (yes: ρ -1.00 → +1.00).")]
 
 
 def test_each_alpha_beta_pairs_only_with_losses_trained_with_it():
