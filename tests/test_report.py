@@ -279,12 +279,12 @@ stages:
     base:
       generator: {preset: tiny}
       fidelity: {weights: random}
-      data: {train: demo_sr_train, val: [], test: [demo_sr_val], hr_crop: 32, batch_size: 2, max_eval_images: 2}
+      data: {train: demo_sr_train, val: [demo_sr_select], test: [demo_sr_test], hr_crop: 32, batch_size: 2}
       eval: {fidelity_backbones: [vgg16_r, resnet50, convnext_tiny], weights: random}
       runtime: {num_workers: 0, threads: 1}
     axes: {fidelity.backbone: [vgg16_r, resnet50, convnext_tiny], generator.arch: [swinir, hat]}
     budget: {steps: 2, eval_every: 2}
-    scheduler: {kind: none, metric: test/psnr_y, mode: max}
+    scheduler: {kind: none, metric: val/psnr_y, mode: max}
     resources: {workers: 1, gpus_per_worker: 0, cpus_per_worker: 0.95}
 """
 

@@ -138,7 +138,8 @@ def load_sweep(experiment: str, tracking_uri: str | None = None, sweep_run_id: s
     sweeps = _sweep_runs(uri, experiment, sweep_run_id)
     plan = _read_plans(uri, sweeps, notes)
     for st, entry in (report or {}).items():
-        plan[st] = {**plan.get(st, {"trial_list": []}), "report": {**(plan.get(st, {}).get("report") or {}), **entry}}
+        plan[st] = {**plan.get(st, {"trial_list": []}), "report": {**(plan.get(st, {}).get("report") or {}), **entry},
+                    "report_step": None}
     runs = names.search_trial_runs(uri, experiment, sweep_run_id=sweep_run_id)
     observed = pd.DataFrame([_run_row(r) for _, r in runs.iterrows()]) if len(runs) else pd.DataFrame()
     observed, superseded = _dedupe(observed)
@@ -185,7 +186,9 @@ def stage_report(entry: dict[str, Any] | None, trials: pd.DataFrame, override: s
     if which == "best" and selection is None:
         raise ValueError(f"stage {trials['stage'].iloc[0] if len(trials) else '?'}: checkpoint 'best' needs a "
                          "report.selection metric (a val/ metric of the stage) in plan.json; none is there")
-    step = rep.get("step") if rep.get("step") is not None else budget
+    step = (entry or {}).get("report_step")  # the plan's resolved step, when it gives one
+    if step is None:
+        step = rep.get("step") if rep.get("step") is not None else budget
     if step is None:  # no plan: the largest step any trial of the stage reached stands in for the budget
         last = pd.to_numeric(trials.get(f"metrics.{names.METRIC_STEP}"), errors="coerce")
         step = int(last.max()) if last is not None and last.notna().any() else None
