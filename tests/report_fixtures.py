@@ -163,8 +163,7 @@ def space_dict(name: str = EXPERIMENT) -> dict[str, Any]:
             },
             "transfer": {
                 "trainable": "iqa_finetune",
-                "base": {"model": {"weights": "random",
-                                   "discriminator": {"head": "patch", "fidelity_backbone": V, "adversarial_weight": 0.05}},
+                "base": {"model": {"weights": "random", "discriminator": _discriminator_source()},
                          "data": {"image_size": 64, "batch_size": 4}},
                 "axes": {"model.backbone": [RES], "model.init": ["imagenet", "discriminator", "random"]},
                 "linked": {"protocol": {"fr_kadid": {"model.kind": "fr", "data.train": "kadid10k",
@@ -174,6 +173,17 @@ def space_dict(name: str = EXPERIMENT) -> dict[str, Any]:
             },
         },
     }
+
+
+def _discriminator_source() -> dict[str, Any]:
+    """The transfer stage's source cell: (vgg16, patch_resnet50, 0.05). Where the source rule names
+    the seed and the trunk's starting weights (the protocol's DiscriminatorSource), every transfer
+    seed starts from that cell's one run (seed 0, random adversarial weights as the fixture trains)."""
+    from raygrid.stages.transfer.config import DiscriminatorSource
+
+    rule = {"head": "patch", "fidelity_backbone": V, "adversarial_weight": 0.05}
+    fields = DiscriminatorSource.model_fields
+    return {**rule, **({"seed": 0} if "seed" in fields else {}), **({"weights": "random"} if "weights" in fields else {})}
 
 
 # The report entries a space with `report:` blocks gives plan.json (the protocol's schema): the

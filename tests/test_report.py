@@ -148,6 +148,21 @@ def test_sr_samples_and_runs_without_weights(page, store):
     assert len(tiles) == 2 and "no checkpoints/final/model.pt artifact" in notes[0]
 
 
+def test_per_trial_values_at_the_common_step_for_the_views(store):
+    from raygrid.analysis.report import Report, ReportOptions
+
+    r = Report(load_sweep(store["experiment"], store["tracking_uri"]), ReportOptions(n_boot=0))
+    opt = r.trials_at_step("optimize")
+    assert len(opt) == 20 and (opt["state"] == "compared").sum() == 17
+    assert set(opt.loc[opt["state"] != "compared", "state"]) == {"stopped", "collapsed", "failed"}
+    none_r = opt[(opt["params.fidelity.backbone"] == F.R) & (opt["params.adversarial.discriminator"] == "none")].iloc[0]
+    assert none_r["metrics.test/psnr_y"] == pytest.approx(23.5) and none_r["metrics.test/niqe"] == pytest.approx(3.0)
+    tr = r.trials_at_step("transfer")
+    # transfer is compared at its best step 20: imagenet seed 0 live .9 (its last logged value is .8)
+    first = tr[(tr["params.model.init"] == "imagenet") & (tr["params.seed"] == "0")].iloc[0]
+    assert first["metrics.test/live/srcc"] == pytest.approx(0.9)
+
+
 # ---------------------------------------------------------------------------------------------
 # A partial sweep, the CLI
 # ---------------------------------------------------------------------------------------------
@@ -263,43 +278,43 @@ def test_per_generator_rows_and_what_people_saw(generator_store, tmp_path):
 # Slow lane: a real CPU sweep with two generators; headless Chromium
 # ---------------------------------------------------------------------------------------------
 
-GENERATOR_SPACE = """
-name: report_generators
-stages:
-  assess:
-    trainable: assess
-    base: {fidelity: {weights: random}, benchmark: demo_fr, image_size: 32, batch_size: 8, max_pairs: 16, n_boot: 20,
-           runtime: {num_workers: 0, threads: 1}}
-    axes: {fidelity.backbone: [vgg16_r, resnet50, convnext_tiny]}
-    budget: {steps: 1, eval_every: 1}
-    scheduler: {kind: none, metric: abs_srcc, mode: max}
-    resources: {workers: 1, gpus_per_worker: 0, cpus_per_worker: 0.95}
-  optimize:
-    trainable: sr_gan
-    base:
-      generator: {preset: tiny}
-      fidelity: {weights: random}
-      data: {train: demo_sr_train, val: [demo_sr_select], test: [demo_sr_test], hr_crop: 32, batch_size: 2}
-      eval: {fidelity_backbones: [vgg16_r, resnet50, convnext_tiny], weights: random}
-      runtime: {num_workers: 0, threads: 1}
-    axes: {fidelity.backbone: [vgg16_r, resnet50, convnext_tiny], generator.arch: [swinir, hat]}
-    budget: {steps: 2, eval_every: 2}
-    scheduler: {kind: none, metric: val/psnr_y, mode: max}
-    resources: {workers: 1, gpus_per_worker: 0, cpus_per_worker: 0.95}
-"""
+def generator_space() -> dict:
+    """The demo space cut to what the per-generator rows need: 3 backbones (the fewest a rank
+    correlation takes) x generator.arch {swinir, hat}, no adversarial loss, 2 steps, random weights."""
+    import yaml
+
+    from raygrid.space import SPACES_DIR
+
+    raw = yaml.safe_load((SPACES_DIR / "demo.yaml").read_text())
+    raw["name"] = "report_generators"
+    assess, optimize = raw["stages"]["assess"], raw["stages"]["optimize"]
+    backbones = ["vgg16_r", "resnet50", "convnext_tiny"]
+    assess["axes"] = {"fidelity.backbone": backbones, "fit_on": [None]}
+    assess["base"].update(max_pairs=16, n_boot=20, fidelity={"weights": "random", "alpha_beta": "uniform"})
+    optimize.update(axes={"fidelity.backbone": backbones, "generator.arch": ["swinir", "hat"]}, linked={}, conditions=[],
+                    budget={"steps": 2, "eval_every": 2}, scheduler={"kind": "none", "metric": "val/psnr_y", "mode": "max"})
+    base = optimize["base"]
+    base["fidelity"]["weights"] = base["adversarial"]["weights"] = base["eval"]["weights"] = "random"
+    base["data"].update(batch_size=2, max_eval_images=2)
+    raw["stages"] = {"assess": assess, "optimize": optimize}
+    return raw
 
 
 @pytest.mark.slow  # Ray, 9 trials on CPU; run under `flock /tmp/raygrid-ray.lock`
 def test_a_real_sweep_with_two_generators_reports_per_generator_rows(tmp_path):
-    space = tmp_path / "generators.yaml"
-    space.write_text(GENERATOR_SPACE)
-    out = tmp_path / "sweep"
-    assert raygrid_main(["sweep", "--space", str(space), "--output", str(out)]) == 0
-    html = (out / "report" / "index.html").read_text(encoding="utf-8")
+    from raygrid.run.options import RunOptions
+    from raygrid.run.runner import execute
+    from raygrid.space import parse_space
+
+    result = execute(parse_space(generator_space(), source="generators.yaml"),
+                     RunOptions(output_dir=str(tmp_path / "out"), data_root=str(tmp_path / "data"), num_cpus=2))
+    assert sum(s.failed for s in result.stages) == 0
+    report = tmp_path / "out" / "report"
+    html = (report / "index.html").read_text(encoding="utf-8")
     assert "could not be produced" not in html
-    asym = pd.read_csv(out / "report" / "asymmetry.csv")
+    asym = pd.read_csv(report / "asymmetry.csv")
     per = asym[(asym["panel"] == "all evaluators") & (asym["generator"] != "all")]
-    assert set(per["generator"]) == {"swinir", "hat"} and per["spearman"].notna().all()
+    assert set(per["generator"]) == {"swinir", "hat"} and per["n_backbones"].eq(3).all()
     assert "Per generator.arch" in html and "per generator.arch: the conclusion" in html
 
 

@@ -22,6 +22,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from raygrid.analysis import load, people, stats, tables
@@ -100,6 +101,24 @@ class Report:
     def transfer_differences(self) -> pd.DataFrame:
         return stats.transfer_differences(self.transfer_cells, n_boot=self.opts.n_boot, seed=self.opts.seed,
                                           level=self.opts.level)
+
+    def trials_at_step(self, stage: str) -> pd.DataFrame:
+        """The stage's trials for per-trial views (the views' axis importance, parallel
+        coordinates): `state` = "compared" for the trials compared at the common step (else their
+        outcome), and their `metrics.test/...` at the compared step (from the per-item tables)."""
+        df = self.data.stage(stage).copy()
+        df["state"] = np.where(df["compared"].astype(bool), "compared", df["outcome"]) if len(df) else []
+        if stage == "optimize" and len(self.run_values):
+            values = self.run_values.rename(columns=lambda c: c if c == "run_id" else f"metrics.{c}")
+        elif stage == "transfer" and len(self.transfer_cells) and "srcc" in self.transfer_cells:
+            cells = self.transfer_cells[self.transfer_cells["compared"].astype(bool)]
+            values = cells.pivot_table(index="run_id", columns="test_set", values=["srcc", "plcc"])
+            values.columns = [f"metrics.test/{bench}/{m}" for m, bench in values.columns]
+            values = values.reset_index()
+        else:
+            return df
+        df = df.drop(columns=[c for c in values.columns if c != "run_id" and c in df.columns])
+        return df.merge(values, on="run_id", how="left")
 
     @cached_property
     def people(self):
