@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 import report_fixtures as F
 
-from raygrid.analysis import intervals, load, stats, tables
+from raygrid.analysis import intervals, load, outcomes, stats, tables
 from raygrid.analysis.load import _dedupe, load_sweep
 from raygrid.analysis.report.samples import representative_runs
 
@@ -142,13 +142,13 @@ def test_dedupe_keeps_the_latest_successful_run():
 
 
 def test_outcome_lines():
-    assert load.why_not_compared("diverged", 40.0, None, 60) == "diverged at step 40"
-    assert load.why_not_compared("interrupted", 20.0, None, 60) == "interrupted at step 20"
-    assert load.why_not_compared("failed", 10.0, "data.py:12 KeyError: 'x'", 60) == "failed: data.py:12 KeyError: 'x'"
-    assert load.why_not_compared("finished", 40.0, None, 60) == "finished, ended at step 40 before step 60"
+    assert outcomes.why_not_compared("diverged", 40.0, None, 60) == "diverged at step 40"
+    assert outcomes.why_not_compared("interrupted", 20.0, None, 60) == "interrupted at step 20"
+    assert outcomes.why_not_compared("failed", 10.0, "data.py:12 KeyError: 'x'", 60) == "failed: data.py:12 KeyError: 'x'"
+    assert outcomes.why_not_compared("finished", 40.0, None, 60) == "finished, ended at step 40 before step 60"
     tags = pd.Series({"tags.raygrid.error": F.ERROR_TEXT})
-    assert load.failure_reason(tags) == "loop.py:88 RuntimeError: CUDA error: out of memory"
-    assert load.failure_reason(pd.Series({"tags.raygrid.outcome_reason": "nan in loss/d"})) == "nan in loss/d"
+    assert outcomes.failure_reason(tags) == "loop.py:88 RuntimeError: CUDA error: out of memory"
+    assert outcomes.failure_reason(pd.Series({"tags.raygrid.outcome_reason": "nan in loss/d"})) == "nan in loss/d"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,11 +369,11 @@ def test_transfer_difference_of_a_single_cell_uses_the_runs_intervals(data):
 
 
 def test_overview_and_the_trials_not_compared(data):
-    ov = tables.trial_overview(data).set_index("stage")
+    ov = outcomes.trial_overview(data).set_index("stage")
     assert list(ov.index) == ["assess", "optimize", "transfer"]
     assert ov.loc["optimize", ["trials", "compared", "finished", "stopped", "collapsed", "failed"]].to_dict() == {
         "trials": 20, "compared": 17, "finished": 17, "stopped": 1, "collapsed": 1, "failed": 1}
-    miss = tables.not_compared(data)
+    miss = outcomes.not_compared(data)
     assert sorted(zip(miss["stage"], miss["why"])) == [
         ("assess", FAILED), ("assess", "not run"), ("optimize", "collapsed at step 20"), ("optimize", FAILED),
         ("optimize", "stopped at step 20"), ("transfer", FAILED)]

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raygrid.analysis import stats, tables
+from raygrid.analysis import outcomes, stats
 
 BACKBONES = ["a", "b", "c", "d", "e"]  # IQA order: a best
 
@@ -98,6 +98,6 @@ def test_outcomes_are_counted_per_cell():
     g = pd.DataFrame({"compared": [True, True, False, False, False],
                       "outcome": ["finished", "finished", "collapsed", "collapsed", "diverged"],
                       "why": ["", "", "collapsed at step 40", "collapsed at step 60", "diverged at step 20"]})
-    c = tables.counts(g)
+    c = outcomes.counts(g)
     assert (c["n_compared"], c["n_planned"], c["n_collapsed"], c["n_diverged"], c["n_failed"]) == (2, 5, 2, 1, 0)
     assert c["status"] == "2/5 compared; 1 collapsed at step 40, 1 collapsed at step 60, 1 diverged at step 20"

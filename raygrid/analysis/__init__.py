@@ -2,8 +2,10 @@
 
 - `load`: every MLflow read (`load_sweep` -> `SweepData`: trials compared at one step per stage,
   per-item tables, evaluator records; metric histories, images, judgements on demand).
-- `tables`: assessment, optimization, discriminator and transfer tables; outcomes.
-- `intervals`: the paired hierarchical bootstrap of the asymmetry (docs/statistics.md).
+- `outcomes`: why a trial is not compared ("collapsed at step 40"), counts per cell, overview.
+- `tables`: assessment, optimization, discriminator and transfer tables.
+- `evidence`, `intervals`: the asymmetry's evidence (missing-data rules) and its paired
+  hierarchical bootstrap (docs/statistics.md).
 - `stats`: the asymmetry rows (α/β pairing, settings, the independent panel, per generator) and
   the transfer differences.
 - `people`: the human judgements against the analysis (raygrid.judge).

@@ -35,17 +35,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from raygrid.analysis.outcomes import (
+    NOT_RUN,
+    RUNNING,
+    TAG_OUTCOME_STEP,
+    failure_reason,
+    why_not_compared,
+)
 from raygrid.spec import mlflow as names
 
 # The Wave B contract between the Tune callback (writer) and this reader (see docs/analysis.md).
 SCORES_DIR = "scores"
 EVALUATORS_FILE = "evaluators.json"
-TAG_OUTCOME_STEP = "raygrid.outcome_step"
-TAG_OUTCOME_REASON = "raygrid.outcome_reason"
 
-NOT_RUN = "not run"
-RUNNING = "running"
-ENDED_EARLY = ("stopped", "collapsed", "diverged")  # "<outcome> at step k"
 _STATUS_OUTCOME = {"RUNNING": RUNNING, "SCHEDULED": RUNNING, "FAILED": "failed", "KILLED": "interrupted",
                    "FINISHED": "finished"}
 _PREFERENCE = {"finished": 0, "stopped": 1, "collapsed": 1, "diverged": 1, RUNNING: 2, "failed": 3, "interrupted": 3}
@@ -278,33 +280,6 @@ def _planned_rows(plan: dict[str, dict[str, Any]], observed: pd.DataFrame) -> pd
 
 
 # -- the common step ----------------------------------------------------------------------------
-
-
-def why_not_compared(outcome: str, step: float, reason: str | None, common: int | None) -> str:
-    """"stopped at step 20", "collapsed at step 40", "failed: loop.py:88", "interrupted", ..."""
-    at = f" at step {int(step)}" if math.isfinite(step) else ""
-    if outcome in ENDED_EARLY:
-        return f"{outcome}{at}"
-    if outcome == "failed":
-        return f"failed: {reason}" if reason else f"failed{at}"
-    if outcome in ("interrupted", RUNNING):
-        return f"{outcome}{at}"
-    if outcome == NOT_RUN:
-        return NOT_RUN
-    return f"{outcome}, ended{at} before step {common}"
-
-
-def failure_reason(tags: pd.Series) -> str | None:
-    """The outcome reason tag, else the innermost `File "...", line n` of the logged traceback."""
-    reason = tags.get(f"tags.{TAG_OUTCOME_REASON}")
-    if isinstance(reason, str) and reason.strip():
-        return reason.strip().splitlines()[-1][:200]
-    text = tags.get(f"tags.{names.TAG_ERROR}")
-    if not isinstance(text, str) or not text.strip():
-        return None
-    frames = re.findall(r'File "([^"]+)", line (\d+)', text)
-    last = text.strip().splitlines()[-1][:160]
-    return f"{Path(frames[-1][0]).name}:{frames[-1][1]} {last}" if frames else last
 
 
 def _common_step(client, df: pd.DataFrame, rep: StageReport, notes: list[str]) -> pd.DataFrame:

@@ -1,7 +1,7 @@
 """The paper's tables, from a `SweepData` (raygrid.analysis.load): every value is at the stage's
 common step and comes from the per-item tables (the run's logged metrics only for runs without
 one); tables report `test/` sets only; trials that did not reach the common step are counted per
-cell by outcome ("1 collapsed at step 40") and never averaged in.
+cell by outcome ("1 collapsed at step 40", raygrid.analysis.outcomes) and never averaged in.
 
     assessment_table   fidelity measure x benchmark: SRCC/PLCC, bootstrap over reference images
     iqa_items          the assess per-item rows the asymmetry resamples
@@ -9,7 +9,6 @@ cell by outcome ("1 collapsed at step 40") and never averaged in.
     optimization_items the optimize per-item rows, joined with the evaluator records
     discriminator_table designs per fidelity loss, ranked without the evaluators they share a trunk with
     transfer_cells / transfer_table   IQA models by initialisation, bootstrap over reference images
-    trial_overview / not_compared     outcomes per stage; every trial outside the tables, with why
 
 Each table groups by the config keys it is about (`*_KEYS`); any other axis of the stage's grid
 becomes a column `axis:<key>` of its own, so no cell mixes grid points.
@@ -26,7 +25,8 @@ import pandas as pd
 from scipy import stats
 
 from raygrid import spec as catalog
-from raygrid.analysis.load import NOT_RUN, SweepData
+from raygrid.analysis.load import SweepData
+from raygrid.analysis.outcomes import counts
 from raygrid.metrics.correlation import correlations
 
 ASSESS_KEYS = {"backbone": "fidelity.backbone", "benchmark": "benchmark", "fit_on": "fit_on",
@@ -87,18 +87,6 @@ def extra_axes(data: SweepData, stage: str, keys: dict[str, str]) -> list[str]:
 
 def axis_columns(df: pd.DataFrame) -> list[str]:
     return [c for c in df.columns if c.startswith("axis:")]
-
-
-def counts(group: pd.DataFrame) -> dict[str, Any]:
-    """n_compared / n_planned, per-outcome counts of the trials not compared, and a status line."""
-    ok = group["compared"].astype(bool)
-    out: dict[str, Any] = {"n_compared": int(ok.sum()), "n_planned": len(group)}
-    for outcome in ("stopped", "collapsed", "diverged", "failed", "interrupted", "running", NOT_RUN):
-        out[f"n_{outcome.replace(' ', '_')}"] = int(((group["outcome"] == outcome) & ~ok).sum())
-    whys = group.loc[~ok, "why"].value_counts(sort=False)
-    out["status"] = "ok" if ok.all() else (f"{out['n_compared']}/{len(group)} compared; "
-                                           + ", ".join(f"{n} {w}" for w, n in whys.items()))
-    return out
 
 
 def _grouped(df: pd.DataFrame, keys: list[str]):
@@ -419,35 +407,3 @@ def transfer_table(cells: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(rows)
     out["_init"] = out["init"].map({n: i for i, n in enumerate(INITS)}).fillna(len(INITS))
     return out.sort_values(keys[:-1] + ["_init"], kind="stable").drop(columns="_init").reset_index(drop=True)
-
-
-# =============================================================================================
-# Outcomes
-# =============================================================================================
-
-
-def trial_overview(data: SweepData) -> pd.DataFrame:
-    """Per stage: trials, compared at the common step, and every outcome."""
-    outcomes = ["finished", "stopped", "collapsed", "diverged", "failed", "interrupted", "running", NOT_RUN]
-    rows = []
-    for stage in dict.fromkeys([*data.report, *data.plan]):
-        df = data.stage(stage)
-        rep = data.report.get(stage)
-        row = {"stage": stage, "trials": len(df), "compared": int(df["compared"].sum()) if len(df) else 0,
-               "common step": rep.describe() if rep else "—"}
-        vc = df["outcome"].value_counts() if len(df) else {}
-        row.update({o: int(vc.get(o, 0)) for o in outcomes})
-        rows.append(row)
-    return pd.DataFrame(rows, columns=["stage", "trials", "compared", "common step", *outcomes])
-
-
-def not_compared(data: SweepData) -> pd.DataFrame:
-    """Every trial outside the tables, with why ("stopped at step 20", "failed: loop.py:88 ...")."""
-    t = data.trials
-    cols = ["stage", "outcome", "why", "point", "run_id"]
-    if t.empty:
-        return pd.DataFrame(columns=cols)
-    bad = t[~t["compared"].astype(bool)]
-    return pd.DataFrame({"stage": bad["stage"], "outcome": bad["outcome"], "why": bad["why"],
-                         "point": [json.dumps(p, default=str) for p in bad["point"]],
-                         "run_id": bad["run_id"]}).reset_index(drop=True)

@@ -9,7 +9,7 @@ import pandas as pd
 
 from raygrid import spec as catalog
 from raygrid.analysis import figures as F
-from raygrid.analysis import load, stats, tables
+from raygrid.analysis import load, outcomes, stats, tables
 from raygrid.analysis.report import samples as S
 from raygrid.analysis.report.html import (
     MISSING,
@@ -27,7 +27,7 @@ COUNT_COLUMNS = [("n_compared", "compared"), ("n_collapsed", "collapsed"), ("n_d
 
 def overview(r, sec) -> None:
     data = r.data
-    ov = tables.trial_overview(data)
+    ov = outcomes.trial_overview(data)
     r.csv("trials_overview.csv", ov)
     sec.add(paragraph(f"Experiment {data.experiment!r} in {data.tracking_uri}; sweep run(s): "
                       f"{', '.join(data.sweep_run_ids) or 'none found'}. Each stage is compared at one step; "
@@ -36,7 +36,7 @@ def overview(r, sec) -> None:
     for _, row in ov.iterrows():
         if row["trials"] == 0:
             sec.notes.append(f"Stage {row['stage']}: no trials in MLflow and none planned — its sections are empty.")
-        elif row[load.NOT_RUN] == row["trials"]:
+        elif row[outcomes.NOT_RUN] == row["trials"]:
             sec.notes.append(f"Stage {row['stage']}: planned but never started ({row['trials']} trials).")
     sec.notes += data.notes
 
@@ -321,7 +321,7 @@ def samples(r, sec) -> None:
 
 
 def not_compared(r, sec) -> None:
-    miss = tables.not_compared(r.data)
+    miss = outcomes.not_compared(r.data)
     r.csv("not_compared.csv", miss)
     if miss.empty:
         sec.add(paragraph("Every planned trial reached its stage's common step."))
