@@ -198,7 +198,7 @@ def test_optimization_table_from_test_sets_at_the_common_step(data, items):
 
 
 def test_evaluator_directions_and_circularity_come_from_the_records(items):
-    info = tables.evaluator_info(items).set_index("evaluator")
+    info = tables.evaluator_table(items).set_index("evaluator")
     assert info.loc["psnr_y", "higher_better"] and not info.loc["niqe", "higher_better"]
     assert info.loc[f"fidelity_{RES}", "evaluator_backbone"] == RES and info.loc["niqe", "mode"] == "NR"
     assert set(info.index[info["independent"].astype(bool)]) == {"psnr_y", "ssim_y", "niqe"}

@@ -32,7 +32,7 @@ def people(judgements: pd.DataFrame, *, experiment: str, tracking_uri: str, asse
     """raygrid.judge.what_people_saw with the sweep's IQA scores, evaluator values and records.
 
     run_values: tables.run_values (one row per compared optimize run, `test/<evaluator>` columns);
-    evaluators: tables.evaluator_info (evaluator, higher_better, evaluator_backbone)."""
+    evaluators: tables.evaluator_table (evaluator, higher_better, evaluator_backbone)."""
     if judgements is None or judgements.empty:
         return what_people_saw(judgements, experiment=experiment, tracking_uri=tracking_uri)
     scores, _ = iqa_scores(assessment, variant)

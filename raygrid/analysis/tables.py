@@ -219,7 +219,7 @@ def optimization_items(data: SweepData) -> pd.DataFrame:
     return df.drop(columns=["name", "metric", "shares"]).merge(run, on="run_id", how="inner")
 
 
-def evaluator_info(items: pd.DataFrame) -> pd.DataFrame:
+def evaluator_table(items: pd.DataFrame) -> pd.DataFrame:
     """One row per evaluator of the records: direction, mode, family, backbone."""
     if items.empty:
         return pd.DataFrame(columns=["evaluator", "higher_better", "mode", "family", "evaluator_backbone", "independent"])

@@ -70,7 +70,7 @@ class Report:
 
     @cached_property
     def evaluators(self) -> pd.DataFrame:
-        return tables.evaluator_info(self.opt_items)
+        return tables.evaluator_table(self.opt_items)
 
     @cached_property
     def run_values(self) -> pd.DataFrame:
@@ -102,20 +102,30 @@ class Report:
         return stats.transfer_differences(self.transfer_cells, n_boot=self.opts.n_boot, seed=self.opts.seed,
                                           level=self.opts.level)
 
+    @cached_property
+    def run_test_values(self) -> pd.DataFrame:
+        """One row per compared optimize or transfer run: run_id and its `metrics.test/...` at the
+        compared step, from the per-item tables (optimize: per evaluator; transfer: per benchmark)."""
+        frames = []
+        if len(self.run_values):
+            frames.append(self.run_values.rename(columns=lambda c: c if c == "run_id" else f"metrics.{c}"))
+        cells = self.transfer_cells
+        if len(cells) and "srcc" in cells and cells["compared"].astype(bool).any():
+            wide = cells[cells["compared"].astype(bool)].pivot_table(index="run_id", columns="test_set",
+                                                                    values=["srcc", "plcc"])
+            wide.columns = [f"metrics.test/{bench}/{m}" for m, bench in wide.columns]
+            frames.append(wide.reset_index())
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id"])
+
     def trials_at_step(self, stage: str) -> pd.DataFrame:
         """The stage's trials for per-trial views (the views' axis importance, parallel
         coordinates): `state` = "compared" for the trials compared at the common step (else their
-        outcome), and their `metrics.test/...` at the compared step (from the per-item tables)."""
+        outcome), and their `metrics.test/...` at the compared step (`run_test_values`)."""
         df = self.data.stage(stage).copy()
         df["state"] = np.where(df["compared"].astype(bool), "compared", df["outcome"]) if len(df) else []
-        if stage == "optimize" and len(self.run_values):
-            values = self.run_values.rename(columns=lambda c: c if c == "run_id" else f"metrics.{c}")
-        elif stage == "transfer" and len(self.transfer_cells) and "srcc" in self.transfer_cells:
-            cells = self.transfer_cells[self.transfer_cells["compared"].astype(bool)]
-            values = cells.pivot_table(index="run_id", columns="test_set", values=["srcc", "plcc"])
-            values.columns = [f"metrics.test/{bench}/{m}" for m, bench in values.columns]
-            values = values.reset_index()
-        else:
+        values = self.run_test_values[self.run_test_values["run_id"].isin(set(df["run_id"].dropna()))]
+        values = values.dropna(axis=1, how="all")
+        if values.shape[1] <= 1:
             return df
         df = df.drop(columns=[c for c in values.columns if c != "run_id" and c in df.columns])
         return df.merge(values, on="run_id", how="left")
