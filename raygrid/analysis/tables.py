@@ -253,10 +253,13 @@ def optimization_table(data: SweepData, items: pd.DataFrame | None = None) -> pd
     keys = list(OPT_KEYS)
     if run.empty:
         return pd.DataFrame(columns=keys + ["n_compared", "n_planned", "status", "step"])
+    items = optimization_items(data) if items is None else items
     values = run_values(data, items)
     run = run.merge(values, on="run_id", how="left") if len(values) else run
-    pooled = sorted(c for c in run.columns if c.startswith("test/") and c.count("/") == 1)
-    per_set = sorted(c for c in run.columns if c.startswith("test/") and c.count("/") >= 2)
+    order = {e: i for i, e in enumerate(dict.fromkeys(items["evaluator"]))}  # the records' order
+    by_record = lambda c: (order.get(c.rsplit("/", 1)[1], len(order)), c)
+    pooled = sorted((c for c in run.columns if c.startswith("test/") and c.count("/") == 1), key=by_record)
+    per_set = sorted((c for c in run.columns if c.startswith("test/") and c.count("/") >= 2), key=by_record)
     keys += axis_columns(run)
     rows = []
     for key, g in _grouped(run, keys):
