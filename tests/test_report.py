@@ -105,6 +105,9 @@ def test_the_page_says_what_is_resampled_and_what_is_left_out(page):
     assert "Robustness: judged by the independent panel only" in page and "yes: ρ -1.00 → +1.00" in page
     assert "IQA α/β &#x27;fitted on kadid10k&#x27;: no optimize arm was trained with these α/β" in page
     assert "The bootstrap resamples reference images: the unit is the reference image" in page
+    # the evaluators as their records describe them (no list of the analysis's own)
+    evaluators = page[page.index("The evaluators (from the runs' evaluator records)"):page.index('id="asymmetry"')]
+    assert "<td>niqe</td><td>natural scene statistics</td><td>NR</td><td>no</td>" in evaluators
 
 
 def test_without_judgements_the_page_says_how_to_collect_them(page):

@@ -112,6 +112,11 @@ def optimize(r, sec) -> None:
         [(f"test/{e}", e + arrow[e]) for e in pooled] + [("step", "step", "{:.0f}")] + COUNT_COLUMNS
     own = {e: _str(info.at[e, "evaluator_backbone"]) for e in known}
     sec.add(html_table(table, cols, flag=lambda row, c: c.startswith("test/") and own.get(c[5:]) == row["backbone"]))
+    if len(r.evaluators):
+        sec.add("<h3>The evaluators (from the runs' evaluator records)</h3>")
+        sec.add(html_table(r.evaluators, [("evaluator", "evaluator"), ("family", "family"), ("mode", "mode"),
+                                          ("higher_better", "higher is better"), ("evaluator_backbone", "built on"),
+                                          ("independent", "independent panel")], status_col=None))
 
 
 def _str(v) -> str | None:
