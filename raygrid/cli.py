@@ -137,10 +137,12 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
                    help="the sweep run id: only its trials, and the report is logged to it (under report/); "
                    "default: every trial run of the experiment, a trial re-run later counted once")
     p.add_argument("--out", default=None, help="output folder (default: ./raygrid-report-<experiment>)")
-    p.add_argument("--checkpoint", choices=("best", "final"), default="best",
-                   help="values at each trial's best checkpoint (by the stage's scheduler metric) or its last step")
+    p.add_argument("--checkpoint", choices=("best", "final"), default=None,
+                   help="default: each stage's report entry in plan.json; 'final': every stage at its common step; "
+                   "'best': the best evaluation up to it by the stage's val/ selection metric, where it names one")
     p.add_argument("--include-same-backbone", action="store_true",
-                   help="keep the evaluator built on a loss's own backbone in that loss's optimization score")
+                   help="let evaluators judge runs trained on their own features (the loss backbone, the "
+                   "discriminator trunk): a check of the circularity exclusion, not a result")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--no-samples", action="store_true", help="skip the SR sample crops (no checkpoint downloads)")

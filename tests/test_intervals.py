@@ -8,12 +8,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from raygrid.analysis.intervals import (
-    _prepare_iqa,
-    _prepare_opt,
-    _Statistic,
-    asymmetry_interval,
-)
+from raygrid.analysis.evidence import prepare_iqa, prepare_opt
+from raygrid.analysis.intervals import _Statistic, asymmetry_interval
 
 BACKBONES = ["a", "b", "c", "d", "e"]
 
@@ -71,8 +67,8 @@ def naive_scores(iqa, opt, draw):
 def test_a_resample_equals_the_textbook_computation_on_the_expanded_sample():
     iqa, opt = tables()
     notes = []
-    benches = _prepare_iqa(iqa, BACKBONES, notes)
-    prepared = _prepare_opt(opt, ["discriminator", "adv_weight"], BACKBONES, notes)
+    benches = prepare_iqa(iqa, BACKBONES, notes)
+    prepared = prepare_opt(opt, ["discriminator", "adv_weight"], BACKBONES, notes)
     stat = _Statistic(benches, prepared, "srcc")
     assert [f.kind for f in stat.resampled] == ["evaluator", "seed", "image", "image", "reference", "reference"]
     rng = np.random.default_rng(1)

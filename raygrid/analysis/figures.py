@@ -56,9 +56,10 @@ def backbone_order(names) -> list[str]:
 def optimization_heatmap(opt: pd.DataFrame, evaluators: list[tuple[str, bool, str | None]]) -> bytes | None:
     """One heatmap per evaluator: fidelity backbone (rows) × discriminator @ weight (columns).
 
-    evaluators: (name, lower_better, backbone) — colours run from worse (dark) to better
-    (bright) whatever the direction; the row whose loss shares the evaluator's backbone is
-    outlined (its judgement is not independent of the loss)."""
+    evaluators: (name, lower_better, backbone) from the evaluator records; values are the
+    table's `test/<name>` columns. Colours run from worse (dark) to better (bright) whatever the
+    direction; the row whose loss shares the evaluator's backbone is outlined (that evaluator is
+    left out of the loss's ranking)."""
     if opt.empty or not evaluators:
         return None
     key = opt.assign(_config=[config_label(d, w) for d, w in zip(opt["discriminator"], opt["adv_weight"])])
@@ -73,7 +74,7 @@ def optimization_heatmap(opt: pd.DataFrame, evaluators: list[tuple[str, bool, st
     for ax in axes.flat[n:]:
         ax.axis("off")
     for ax, (name, lower_better, ev_backbone) in zip(axes.flat, evaluators):
-        col = f"val/{name}"
+        col = f"test/{name}"
         grid = key.pivot_table(index="backbone", columns="_config", values=col, aggfunc="mean", dropna=False) \
             if col in key else pd.DataFrame()
         grid = grid.reindex(index=backbones, columns=configs)
@@ -98,7 +99,7 @@ def optimization_heatmap(opt: pd.DataFrame, evaluators: list[tuple[str, bool, st
             if ev_backbone is not None and backbones[i] == ev_backbone:
                 ax.add_patch(plt.Rectangle((-0.5, i - 0.5), len(configs), 1, fill=False, ec="#d62728", lw=1.5))
     fig.suptitle("SR evaluator panel per fidelity loss (rows) and adversarial setting (columns); bright = better.\n"
-                 "Grey '—': no result (failed, not run or running). Red outline: the evaluator is built on that loss's backbone.",
+                 "Grey '—': no trial of the cell reached the common step. Red outline: the evaluator is built on that loss's backbone.",
                  fontsize=8, x=0.01, ha="left")
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
     return _png(fig)
@@ -119,7 +120,8 @@ def _interval(v: float, lo: float, hi: float) -> str:
 
 def rank_scatter(summary: pd.DataFrame, ranks: pd.DataFrame, variant: str, settings: list[str]) -> bytes | None:
     """IQA rank (x) against optimization rank (y) per setting, with Spearman/Kendall and their
-    bootstrap intervals in the title; points on the diagonal rank the same in both roles."""
+    bootstrap intervals in the title; points on the diagonal rank the same in both roles.
+    summary/ranks: the rows of one generator and panel (raygrid.analysis.stats.asymmetry)."""
     panels = [s for s in settings
               if ranks[(ranks["iqa_variant"] == variant) & (ranks["setting"] == s) & ranks["included"]].shape[0]]
     if not panels:
