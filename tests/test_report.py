@@ -35,8 +35,8 @@ from raygrid.spec import mlflow as names
 FIGURES = {"optimization_heatmap", "asymmetry_scatter", "transfer", "curves_optimize", "curves_transfer", "samples"}
 CSVS = {"assessment.csv", "optimization.csv", "asymmetry.csv", "asymmetry_ranks.csv", "discriminators.csv",
         "transfer.csv", "transfer_differences.csv", "not_compared.csv", "trials_overview.csv"}
-ANCHORS = ("overview", "assess", "optimize", "asymmetry", "discriminators", "transfer", "people", "curves", "samples",
-           "not-compared", "methods")
+ANCHORS = ("overview", "assess", "optimize", "importance", "asymmetry", "discriminators", "transfer", "people", "curves",
+           "samples", "not-compared", "methods")
 
 
 @pytest.fixture(scope="session")

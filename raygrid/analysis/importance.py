@@ -95,15 +95,11 @@ def varying_axes(trials: pd.DataFrame) -> list[str]:
 
 
 def headline_metrics(trials: pd.DataFrame, stage: str) -> list[str]:
-    """optimize: the pooled `test/<evaluator>`; transfer: `test/<benchmark>/srcc`; assess: `srcc`."""
-    names = [c[len("metrics."):] for c in trials.columns if c.startswith("metrics.")]
-    if stage == "optimize":
-        return sorted(m for m in names if m.startswith("test/") and m.count("/") == 1 and not m.endswith(("_lo", "_hi")))
-    if stage == "transfer":
-        return sorted(m for m in names if m.startswith("test/") and m.count("/") == 2 and m.endswith("/srcc"))
-    if stage == "assess":
-        return [m for m in ("srcc",) if m in names]
-    raise ValueError(f"stage {stage!r}: expected optimize, transfer or assess")
+    """The stage's headline metrics among those its trials logged (its trainable record says which:
+    optimize the pooled `test/<evaluator>`, transfer `test/<benchmark>/srcc`, assess `srcc`)."""
+    from raygrid.spec.trainables import for_stage
+
+    return for_stage(stage).headline([c[len("metrics."):] for c in trials.columns if c.startswith("metrics.")])
 
 
 def factors(levels: pd.DataFrame) -> tuple[dict[str, pd.Series], list[str]]:

@@ -121,6 +121,9 @@ class TrainableSpec:
     weight_needs: Callable[[Any], list[WeightNeed]]
     datasets: Callable[[Any], DatasetNeeds]
     gflops: Callable[[Any, int], float]  # (config, steps) -> total GFLOPs of the trial
+    # the metrics a sweep's results are summarised by (the axis ranking, summaries), picked from
+    # the names a stage's runs logged
+    headline: Callable[[list[str]], list[str]] = lambda names: []
     lineage: Lineage | None = None
 
     def load_loop(self) -> Callable[[dict[str, Any]], None]:
@@ -143,6 +146,14 @@ def get(name: str) -> TrainableSpec:
         return registry()[name]
     except KeyError:
         raise ValueError(f"unknown trainable {name!r}; expected one of {', '.join(registry())}") from None
+
+
+def for_stage(stage: str) -> TrainableSpec:
+    """The record of the trainable that implements `stage`."""
+    found = [s for s in registry().values() if s.stage == stage]
+    if not found:
+        raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(s.stage for s in registry().values())}")
+    return found[0]
 
 
 def of(config: BaseModel) -> TrainableSpec:

@@ -10,7 +10,7 @@ fill)` whose `fill(report, section)` adds HTML to `section` (`section.add(...)`,
 `section.notes`) and files to `report.files`; it reads the sweep and every table from `report`
 (a `Report`: `report.data` is the SweepData, the tables are computed once, on first use). A
 section that fails states its error on the page and the others still render: a report must not
-take the sweep down. To add a section, insert a SectionSpec into the list (see the marked slots).
+take the sweep down. To add a section, insert a SectionSpec into the list.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from raygrid.analysis import load, people, stats, tables
-from raygrid.analysis.report import methods, sections
+from raygrid.analysis.report import methods, sections, views
 from raygrid.analysis.report.html import Section, page
 from raygrid.spec import mlflow as names
 
@@ -156,14 +156,13 @@ def default_sections() -> list[SectionSpec]:
         SectionSpec("overview", "Overview", sections.overview),
         SectionSpec("assess", "1. Fidelity measures as IQA models (assess)", sections.assess),
         SectionSpec("optimize", "2. Fidelity measures as losses (optimize)", sections.optimize),
-        # slot: the views' axis importance (raygrid.analysis.importance) fits here
+        SectionSpec("importance", "Which axis matters", views.axis_importance),
         SectionSpec("asymmetry", "3. The asymmetry: IQA rank vs optimization rank", sections.asymmetry),
         SectionSpec("discriminators", "4. Discriminator designs", sections.discriminators),
         SectionSpec("transfer", "5. Discriminators as IQA initialisations (transfer)", sections.transfer),
         SectionSpec("people", "6. What people saw", sections.people),
         SectionSpec("curves", "7. Training curves", sections.curves),
-        SectionSpec("samples", "8. SR samples", sections.samples),
-        # slot: the views' crop viewer (raygrid.analysis.viewer) fits here
+        SectionSpec("samples", "8. SR crops side by side", views.crops),
         SectionSpec("not-compared", "Trials not compared", sections.not_compared),
         SectionSpec("methods", "How the numbers are computed", methods.fill),
     ]

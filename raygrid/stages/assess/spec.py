@@ -40,6 +40,11 @@ def gflops(c: AssessConfig, steps: int) -> float:
     return total
 
 
+def headline(names: list[str]) -> list[str]:
+    """The benchmark's SRCC."""
+    return [m for m in ("srcc",) if m in names]
+
+
 SPEC = TrainableSpec(
     name="assess",
     stage="assess",
@@ -49,4 +54,5 @@ SPEC = TrainableSpec(
     weight_needs=weight_needs,
     datasets=datasets,
     gflops=gflops,
+    headline=headline,
 )

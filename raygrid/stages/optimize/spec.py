@@ -82,6 +82,11 @@ def gflops(c: SRGanConfig, steps: int) -> float:
     return total
 
 
+def headline(names: list[str]) -> list[str]:
+    """The pooled test metric of every evaluator (`test/<evaluator>`)."""
+    return sorted(m for m in names if m.startswith("test/") and m.count("/") == 1 and not m.endswith(("_lo", "_hi")))
+
+
 SPEC = TrainableSpec(
     name="sr_gan",
     stage="optimize",
@@ -91,4 +96,5 @@ SPEC = TrainableSpec(
     weight_needs=weight_needs,
     datasets=datasets,
     gflops=gflops,
+    headline=headline,
 )

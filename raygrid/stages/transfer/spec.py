@@ -82,6 +82,11 @@ class DiscriminatorLineage(Lineage):
         return config.model_copy(update={"model": model})
 
 
+def headline(names: list[str]) -> list[str]:
+    """SRCC on every test benchmark (`test/<benchmark>/srcc`)."""
+    return sorted(m for m in names if m.startswith("test/") and m.count("/") == 2 and m.endswith("/srcc"))
+
+
 SPEC = TrainableSpec(
     name="iqa_finetune",
     stage="transfer",
@@ -92,4 +97,5 @@ SPEC = TrainableSpec(
     datasets=datasets,
     gflops=gflops,
     lineage=DiscriminatorLineage(),
+    headline=headline,
 )
