@@ -15,14 +15,15 @@ from raygrid.stages.optimize.config import SRGanConfig
 
 class SREvaluation:
     def __init__(self, cfg: SRGanConfig, env: RunEnv, device: torch.device):
-        from raygrid.data.sr import SRTestSet, resolve_sr_root
+        from raygrid.data.sr import open_sr_test_set
         from raygrid.metrics.panel import build_panel
 
         self.cfg, self.device = cfg, device
         self.panel = build_panel(cfg.eval.fidelity_backbones, nr_metrics=cfg.eval.nr_metrics,
                                  weights=cfg.eval.weights, weights_dir=env.weights_dir, device=str(device))
         # (role, set name) -> dataset; role "val" selects, "test" is reported (the metric prefix)
-        self.sets = {(role, name): SRTestSet(resolve_sr_root(name, env.data_root), scale=cfg.generator.scale)
+        # a named set opens with its slice (DIV2K-val 0801-0810 selects, 0811-0900 is reported)
+        self.sets = {(role, name): open_sr_test_set(name, env.data_root, scale=cfg.generator.scale)
                      for role, names in (("val", cfg.data.val), ("test", cfg.data.test)) for name in names}
 
     @torch.no_grad()
