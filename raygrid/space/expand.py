@@ -394,6 +394,7 @@ def set_dotted(config: dict[str, Any], dotted: str, value: Any) -> None:
 def _in_base(base: dict[str, Any], loc: str) -> bool:
     node: Any = base
     for p in loc.split(".") if loc else []:
+        p = p.split("[", 1)[0]  # "test[1]": the list at "test"
         if not isinstance(node, dict) or p not in node:
             return False
         node = node[p]
