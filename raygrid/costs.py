@@ -54,13 +54,19 @@ def gpu_hours(gflops: float, effective_tflops: float = EFFECTIVE_TFLOPS) -> floa
     return gflops / (effective_tflops * 1e3) / 3600.0
 
 
-def asha_step_fraction(max_t: int, grace: int, rf: float) -> float:
+def asha_step_fraction(max_t: int, grace: int, rf: float, group_size: float | None = None) -> float:
     """Expected share of the full budget an ASHA-scheduled grid uses if it stops as designed:
-    every trial runs to the grace period, 1/rf of them to grace·rf, and so on up to max_t."""
+    every trial runs to the grace period, 1/rf of them to grace·rf, and so on up to max_t.
+
+    `group_size`: ASHA runs within groups of this many trials (raygrid.run.schedulers.GroupedASHA).
+    The first trial to reach a rung always continues, so at least one trial of every group runs
+    each segment: the surviving share at rung k is max(rf^-k, 1/group_size). A group of one is
+    never pruned."""
+    floor = 0.0 if group_size is None else 1.0 / max(group_size, 1.0)
     used, survivors, start, rung = 0.0, 1.0, 0, grace
     while True:
         end = min(rung, max_t)
-        used += survivors * (end - start)
+        used += max(survivors, floor) * (end - start)
         if end >= max_t:
             break
         survivors /= rf

@@ -20,6 +20,7 @@ This module imports no torch at import time (the sweep calls check_weights() bef
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -39,6 +40,9 @@ from raygrid.spec.backbones import (
 )
 
 ENV_WEIGHTS_DIR = "RAYGRID_WEIGHTS"
+# A weights dir raygrid built itself (the demo's, raygrid.data.demo_weights) records its files'
+# sha256 here; such a file is checked against that record instead of the published hash.
+WEIGHTS_RECORD = "raygrid-weights.json"
 RANDOM = "random"
 PRETRAINED = "imagenet"  # alias for the backbone's default pretrained tag
 
@@ -163,16 +167,30 @@ def sha256_of(path: str | os.PathLike) -> str:
     return _VERIFIED[memo]
 
 
+def recorded_sha256(path: Path) -> str | None:
+    """The sha256 a raygrid-built weights dir records for `path` (WEIGHTS_RECORD), if any."""
+    try:
+        record = json.loads((Path(path).parent / WEIGHTS_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    files = record.get("files") if isinstance(record, dict) else None
+    value = files.get(Path(path).name) if isinstance(files, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
 def verify_file(entry: WeightFile, path: Path) -> None:
-    """Check path against entry.sha256 (a full digest or a prefix). No-op when unknown."""
-    if not entry.sha256:
+    """Check path against entry.sha256 (a full digest or a prefix), or against the sha256 its
+    raygrid-built folder records for it (the demo weights). No-op when neither is known."""
+    recorded = recorded_sha256(path)
+    expected = recorded or entry.sha256
+    if not expected:
         return
     digest = sha256_of(path)
-    if not digest.startswith(entry.sha256.lower()):
+    if not digest.startswith(expected.lower()):
+        source = f"recorded in {Path(path).parent / WEIGHTS_RECORD}" if recorded else f"source: {entry.source}"
         raise WeightsHashError(
             f"weights {entry.key!r}: {path} has sha256 {digest}, expected "
-            f"{'prefix ' if len(entry.sha256) < 64 else ''}{entry.sha256} (wrong or corrupt file; "
-            f"source: {entry.source})"
+            f"{'prefix ' if len(expected) < 64 else ''}{expected} (wrong or corrupt file; {source})"
         )
 
 

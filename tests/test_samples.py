@@ -68,8 +68,13 @@ def test_choice_faces_and_text_by_name_then_detail_and_texture_round_robin_one_c
 def test_the_sweep_sets_are_the_test_sets_else_the_validation_sets():
     from raygrid.space import load_space
 
-    assert samples.sample_sets(load_space("paper")) == (["set5", "set14", "bsd100", "urban100"], 4)
-    assert samples.sample_sets(load_space("demo")) == (["demo_sr_val"], 4)  # the demo has no test set
+    assert samples.sample_sets(load_space("paper")) == (
+        ["set5", "set14", "bsd100", "urban100", "manga109", "div2k_val_test"], 4)
+    assert samples.sample_sets(load_space("demo")) == (["demo_sr_test"], 4)
+    demo = load_space("demo")
+    for trial in demo.stages["optimize"].trials:
+        trial.config.data.test = []
+    assert samples.sample_sets(demo) == (["demo_sr_select"], 4)  # no test set: the validation sets
     demo = load_space("demo")
     demo.stages = {"assess": demo.stages["assess"]}
     assert samples.sample_sets(demo) == ([], 4)

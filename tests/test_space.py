@@ -31,13 +31,16 @@ def test_paper_grid_counts_match_the_hand_derivation():
     assess, optimize, transfer = (sweep.stages[s] for s in ("assess", "optimize", "transfer"))
     # assess: 6 backbones × 5 benchmarks × {uniform, fitted on KADID}
     assert len(assess.trials) == 6 * 5 * 2
-    # optimize: 6 × (1 + 2 heads × 3 trunks × 6 weights) per seed, 3 seeds
+    # optimize per seed: 6 × (1 + 2 heads × 3 trunks × 6 weights) with ImageNet-initialised
+    # discriminators + the from-scratch arm for the VGG-16 loss (2 × 3 × 6)
     seeds = optimize.spec.seeds
     assert len(seeds) == 3
-    assert len(optimize.trials) == 6 * (1 + 2 * 3 * 6) * 3
-    assert sum(t.point["seed"] == seeds[0] for t in optimize.trials) == 222
-    # transfer: 3 backbones × 3 inits × 2 protocols per seed
-    assert len(transfer.trials) == 3 * 3 * 2 * 3
+    assert len(optimize.trials) == (6 * (1 + 2 * 3 * 6) + 2 * 3 * 6) * 3
+    assert sum(t.point["seed"] == seeds[0] for t in optimize.trials) == 258
+    scratch = [t for t in optimize.trials if t.point["disc_init"] == "scratch"]
+    assert len(scratch) == 36 * 3 and all(t.config.fidelity.backbone == "vgg16" for t in scratch)
+    # transfer per seed: (3 backbones × 4 inits, less DINOv2's frozen ImageNet discriminator) × 2 protocols
+    assert len(transfer.trials) == (3 * 4 - 1) * 2 * 3
 
 
 def test_paper_optimize_conditions_pair_none_with_weight_zero_only():
@@ -54,15 +57,23 @@ def test_paper_optimize_conditions_pair_none_with_weight_zero_only():
 
 def test_demo_space_counts_and_resolved_configs():
     sweep = load_space("demo")
-    assert {k: len(s.trials) for k, s in sweep.stages.items()} == {"assess": 6, "optimize": 9, "transfer": 3}
+    assert {k: len(s.trials) for k, s in sweep.stages.items()} == {"assess": 6, "optimize": 8, "transfer": 4}
+    assert sweep.spec.weights_dir == "demo"
     t = sweep.stages["optimize"].trials[0]
     # base values, axis values, seed and budget all land in the one resolved config
     assert t.config.generator.preset == "tiny"
     assert t.config.budget.model_dump() == {"steps": 60, "eval_every": 20}
     assert t.config.seed == 0
     assert t.config.trainable == "sr_gan"
+    assert (t.config.data.val, t.config.data.test) == (["demo_sr_select"], ["demo_sr_test"])
     linked = sweep.stages["transfer"].trials[0].config
     assert linked.model.kind == "nr" and linked.data.test == ["demo_nr"]
+    # every transfer arm is its own init; the two discriminator arms start from different optimize runs
+    transfer = sweep.stages["transfer"]
+    assert sorted(t.point["init"] for t in transfer.trials) == ["disc_imagenet", "disc_scratch", "imagenet", "random"]
+    sources = {transfer.trials[i].point["init"]: s.config.adversarial for i, s in transfer.sources.items()}
+    assert sources["disc_imagenet"].weights == "imagenet" and sources["disc_scratch"].weights == "random"
+    assert all(a.trunk_trainable for a in sources.values())
 
 
 def test_trial_keys_are_stable_and_distinct():
@@ -77,15 +88,46 @@ def test_plan_json_holds_every_trial(tmp_path):
     out = plan_to_json(make_plan(sweep), sweep)
     json.dumps(out)  # serialisable
     counts = {s["name"]: (s["trials"], len(s["trial_list"])) for s in out["stages"]}
-    assert counts == {"assess": (6, 6), "optimize": (9, 9), "transfer": (3, 3)}
+    assert counts == {"assess": (6, 6), "optimize": (8, 8), "transfer": (4, 4)}
+    for s in out["stages"]:
+        assert s["report"] == {"checkpoint": "final", "step": None, "selection": None}
+        assert s["report_step"] == s["budget"]["steps"]
 
 
-def test_asha_estimate_is_below_full_budget():
-    plan = make_plan(load_space("paper"))
+def grouped_asha_space(seeds=(0, 1, 2)) -> dict:
+    raw = demo_raw()
+    opt = raw["stages"]["optimize"]
+    opt["seeds"] = list(seeds)
+    opt["scheduler"] = {"kind": "asha", "metric": "val/psnr_y", "mode": "max", "grace_period": 20,
+                        "reduction_factor": 3, "group_by": [*opt["axes"], *opt["linked"]]}
+    return raw
+
+
+def test_grouped_asha_estimate_applies_the_fraction_within_groups():
+    from raygrid import costs
+
+    plan = make_plan(parse_space(grouped_asha_space(seeds=(0, 1))))
     opt = next(s for s in plan.stages if s.name == "optimize")
-    assert 0 < opt.gpu_hours_asha < opt.gpu_hours_full
-    assess = next(s for s in plan.stages if s.name == "assess")
-    assert assess.gpu_hours_asha is None
+    # every group is one cell: its 2 seeds compete; at least one of them runs each segment
+    assert set(opt.groups.values()) == {2} and len(opt.groups) == 8
+    fraction = costs.asha_step_fraction(60, 20, 3, group_size=2)
+    assert opt.gpu_hours_asha == pytest.approx(opt.gpu_hours_full * fraction)
+    # within groups of 2 the saving is smaller than a plain ASHA over the whole grid would promise
+    assert costs.asha_step_fraction(60, 20, 3) < fraction < 1
+    assert sum(v["gpu_hours_asha"] for v in opt.by_value["disc_init"].values()) == pytest.approx(opt.gpu_hours_asha)
+    # one trial per group: nothing is ever stopped
+    single = make_plan(parse_space(grouped_asha_space(seeds=(0,))))
+    opt1 = next(s for s in single.stages if s.name == "optimize")
+    assert opt1.gpu_hours_asha == pytest.approx(opt1.gpu_hours_full)
+
+
+def test_plan_text_says_what_grouped_asha_costs(capsys):
+    from raygrid.plan import format_plan
+
+    text = format_plan(make_plan(parse_space(grouped_asha_space())))
+    assert ("scheduler: ASHA on val/psnr_y (max) within 8 groups of fidelity.backbone, loss.adversarial_weight, "
+            "adversarial.discriminator, disc_init (3 trials each)") in text
+    assert "if ASHA stops as designed within its groups" in text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,6 +138,7 @@ def test_asha_estimate_is_below_full_budget():
 def small_optimize(**changes) -> dict:
     raw = demo_raw()
     raw["stages"] = {"optimize": raw["stages"]["optimize"]}
+    raw["stages"]["optimize"]["linked"] = {}
     raw["stages"]["optimize"].update(changes)
     return raw
 
@@ -126,22 +169,28 @@ def test_linked_axis_sets_keys_together_and_can_be_conditioned():
     raw = demo_raw()
     tr = raw["stages"]["transfer"]
     raw["stages"] = {"transfer": tr}
-    tr["base"]["model"]["discriminator"] = {"head": "patch", "fidelity_backbone": "vgg16_r"}
+    tr["base"]["model"]["discriminator"] = {"head": "patch", "fidelity_backbone": "vgg16_r", "adversarial_weight": 0.05}
     tr["linked"]["protocol"]["fr_demo"] = {"model.kind": "fr", "data.train": "demo_fr", "data.test": ["demo_fr"]}
-    tr["conditions"] = [{"if": {"protocol": "fr_demo"}, "then": {"model.init": {"in": ["imagenet", "random"]}}}]
+    tr["conditions"] = [{"if": {"protocol": "fr_demo"}, "then": {"init": {"in": ["imagenet", "random"]}}}]
     trials = parse_space(raw).stages["transfer"].trials
     fr = [t for t in trials if t.point["protocol"] == "fr_demo"]
-    assert len(trials) == 3 + 2 and len(fr) == 2
+    assert len(trials) == 4 + 2 and len(fr) == 2
     assert all(t.config.model.kind == "fr" and t.config.data.train == "demo_fr" for t in fr)
 
 
 def test_optuna_search_counts_samples_not_grid_points():
-    raw = small_optimize(search={"num_samples": 10, "params": {
+    conditions = demo_raw()["stages"]["optimize"]["conditions"][:2]
+    raw = small_optimize(conditions=conditions, search={"num_samples": 18, "params": {
         "loss.pixel_weight": {"uniform": [0.0, 1.0]},
         "adversarial.lr": {"loguniform": [1e-5, 1e-3], "when": {"adversarial.discriminator": {"ne": "none"}}},
     }})
     stage = parse_space(raw).stages["optimize"]
-    assert stage.num_trials == 10 and len(stage.trials) == 9
+    assert stage.num_trials == 18 and len(stage.trials) == 9
+    # every grid point gets the same number of samples (compared cells, equal budgets)
+    raw["stages"]["optimize"]["search"]["num_samples"] = 10
+    with pytest.raises(SpaceError, match=r"stages.optimize.search.num_samples: 10 samples over 9 grid points: "
+                                         r"expected a multiple of 9"):
+        parse_space(raw)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,7 +238,8 @@ CASES = [
     ("unknown scheduler metric", lambda r: r["stages"]["optimize"]["scheduler"].update(metric="val/fid"),
      "stages.optimize.scheduler.metric", "'val/fid' is not reported by sr_gan"),
     # impossible combinations
-    ("discriminator without conditions", lambda r: r["stages"]["optimize"].update(conditions=[]),
+    ("discriminator without conditions", lambda r: r["stages"]["optimize"].update(
+        conditions=r["stages"]["optimize"]["conditions"][2:]),
      "stages.optimize", "impossible combination"),
     ("official DISTS weights on another backbone", lambda r: r["stages"]["optimize"]["base"]["fidelity"].update(alpha_beta="dists"),
      "stages.optimize.fidelity", "impossible combination {"),
@@ -201,8 +251,61 @@ CASES = [
     ("condition value typo", lambda r: r["stages"]["optimize"]["conditions"][0]["then"].update(
         {"adversarial.discriminator": "nonee"}),
      "stages.optimize.conditions[0].then.adversarial.discriminator", "'nonee' is not one of the axis values"),
-    ("grace period beyond budget", lambda r: r["stages"]["optimize"]["scheduler"].update(grace_period=10_000),
+    ("grace period beyond budget", lambda r: r["stages"]["optimize"].update(scheduler={
+        "kind": "asha", "metric": "val/psnr_y", "mode": "max", "grace_period": 10_000,
+        "group_by": ["fidelity.backbone", "loss.adversarial_weight", "adversarial.discriminator", "disc_init"]}),
      "stages.optimize.scheduler.grace_period", "beyond the budget"),
+    # the protocol: selection apart from report, no pruning across the study, equal budgets
+    ("a reported set that is also a selection set", lambda r: r["stages"]["optimize"]["base"]["data"].update(
+        test=["demo_sr_test", "demo_sr_val"]),
+     "stages.optimize.base.data.test[1]", "'demo_sr_val' is also a selection set: it shares images retina"),
+    ("a set in both roles", lambda r: r["stages"]["optimize"]["base"]["data"].update(test=["demo_sr_select"]),
+     "stages.optimize.base.data.test[0]", "'demo_sr_select' is also a selection set"),
+    ("a plain ASHA over the study's axes", lambda r: r["stages"]["optimize"].update(scheduler={
+        "kind": "asha", "metric": "val/psnr_y", "mode": "max", "grace_period": 20}),
+     "stages.optimize.scheduler", "a plain ASHA (no group_by) would stop trials across the study axes "),
+    ("a grouped ASHA missing a study axis", lambda r: r["stages"]["transfer"].update(scheduler={
+        "kind": "asha", "metric": "val/srcc", "mode": "max", "grace_period": 20, "group_by": ["model.backbone"]}),
+     "stages.transfer.scheduler.group_by", "would stop trials across the study axes 'init'"),
+    ("grouping by the seed", lambda r: r["stages"]["transfer"].update(scheduler={
+        "kind": "asha", "metric": "val/srcc", "mode": "max", "grace_period": 20, "group_by": ["init", "seed"]}),
+     "stages.transfer.scheduler.group_by[1]", "seeds are what competes within a group"),
+    ("grouping by an unknown axis", lambda r: r["stages"]["transfer"].update(scheduler={
+        "kind": "asha", "metric": "val/srcc", "mode": "max", "grace_period": 20, "group_by": ["inti"]}),
+     "stages.transfer.scheduler.group_by[0]", "'inti' is not an axis of this stage"),
+    ("group_by without ASHA", lambda r: r["stages"]["transfer"]["scheduler"].update(group_by=["init"]),
+     "stages.transfer.scheduler", "group_by groups the brackets of an ASHA"),
+    ("a scheduler on a test metric", lambda r: r["stages"]["optimize"]["scheduler"].update(metric="test/psnr_y"),
+     "stages.optimize.scheduler.metric", "'test/psnr_y' is a test metric"),
+    ("ASHA on a training loss", lambda r: r["stages"]["transfer"].update(scheduler={
+        "kind": "asha", "metric": "loss/train", "mode": "min", "grace_period": 20, "group_by": ["init"]}),
+     "stages.transfer.scheduler.metric", "it must be a val/... metric"),
+    ("report best without a selection", lambda r: r["stages"]["optimize"].update(report={"checkpoint": "best"}),
+     "stages.optimize.report", "checkpoint 'best' needs selection"),
+    ("report best by a test metric", lambda r: r["stages"]["optimize"].update(report={
+        "checkpoint": "best", "selection": {"metric": "test/psnr_y", "mode": "max"}}),
+     "stages.optimize.report.selection.metric", "'test/psnr_y' is not a val/... metric"),
+    ("report at a step with no evaluation", lambda r: r["stages"]["optimize"]["report"].update(step=30),
+     "stages.optimize.report.step", "30 is not an evaluation step (every 20 and the last)"),
+    ("report beyond the budget", lambda r: r["stages"]["transfer"]["report"].update(step=80),
+     "stages.transfer.report.step", "beyond the budget of 60 steps"),
+    ("an arm identical to another by construction", lambda r: r["stages"]["optimize"]["conditions"].pop(3),
+     "stages.optimize", "two grid points give the same trial config"),
+    ("a transfer source whose trunk is frozen", lambda r: r["stages"]["optimize"]["base"]["adversarial"].update(
+        trunk_trainable=False),
+     "stages.transfer.base.model.discriminator", "the source's discriminator trunk was frozen"),
+    ("a source rule naming several optimize runs", lambda r: r["stages"]["optimize"]["axes"].update(
+        {"adversarial.gan_loss": ["vanilla", "hinge"]}),
+     "stages.transfer.base.model.discriminator", "the rule names 2 optimize trials (they differ in adversarial.gan_loss)"),
+    ("a source seed the optimize stage does not run", lambda r: r["stages"]["transfer"]["base"]["model"][
+        "discriminator"].update(seed=7),
+     "stages.transfer.base.model.discriminator", "no optimize trial has discriminator 'patch_resnet50'"),
+    ("a best source checkpoint without a selection", lambda r: r["stages"]["transfer"]["base"]["model"][
+        "discriminator"].update(checkpoint="best"),
+     "stages.transfer.base.model.discriminator.checkpoint", "'best' needs stages.optimize.report.selection"),
+    ("a discriminator init without its cell's weight", lambda r: r["stages"]["transfer"]["base"]["model"][
+        "discriminator"].pop("adversarial_weight"),
+     "stages.transfer.model.discriminator.adversarial_weight", "needs the source cell's adversarial weight"),
     ("transfer from a discriminator the grid never trains", lambda r: r["stages"]["transfer"]["base"]["model"][
         "discriminator"].update(head="vanilla"),
      "stages.transfer.base.model.discriminator", "no optimize trial has discriminator 'vanilla_resnet50'"),

@@ -17,24 +17,42 @@ def test_dry_run_prints_every_stage_count_of_the_paper_grid(capsys, tmp_path):
     assert main(["--space", "paper", "--dry-run", "--plan-out", str(out_file)]) == 0
     out = capsys.readouterr().out
     assert "[assess] trainable assess: 60 trials" in out
-    assert "[optimize] trainable sr_gan: 666 trials = 222 per seed × 3 seeds" in out
-    assert "[transfer] trainable iqa_finetune: 54 trials = 18 per seed × 3 seeds" in out
-    assert "scheduler: ASHA on val/psnr_y (max), grace 10000 steps, reduction 3" in out
+    assert "[optimize] trainable sr_gan: 774 trials = 258 per seed × 3 seeds" in out
+    assert "[transfer] trainable iqa_finetune: 66 trials = 22 per seed × 3 seeds" in out
+    assert "scheduler: none, every trial runs its whole budget (metric val/psnr_y, max)" in out
+    assert "report: final values at step 100000; a trial that did not reach it is listed, not pooled" in out
     assert "resources per trial: 1 worker(s) × (1 GPU, 8 CPU) = 1 GPU" in out
     assert "GPU-hours at full budget" in out
+    assert "per disc_init: imagenet 666 trials" in out
     plan = json.loads(out_file.read_text())
-    assert [len(s["trial_list"]) for s in plan["stages"]] == [60, 666, 54]
+    assert [len(s["trial_list"]) for s in plan["stages"]] == [60, 774, 66]
 
 
 def test_stages_option_restricts_the_plan(capsys):
     assert main(["--space", "paper", "--dry-run", "--stages", "transfer"]) == 0
     out = capsys.readouterr().out
-    assert "[transfer]" in out and "[optimize]" not in out and "total: 54 trials" in out
+    assert "[transfer]" in out and "[optimize]" not in out and "total: 66 trials" in out
 
 
 def test_a_path_works_as_well_as_a_name(capsys):
     assert main(["--space", str(SPACES_DIR / "demo.yaml"), "--dry-run"]) == 0
     assert "total: 18 trials" in capsys.readouterr().out
+
+
+def test_generators_dry_run_prints_trials_and_gpu_hours_per_generator(capsys):
+    assert main(["--space", "generators", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "[optimize] trainable sr_gan: 2322 trials = 774 per seed × 3 seeds" in out
+    line = next(x for x in out.splitlines() if x.strip().startswith("per generator.arch:"))
+    parts = dict(p.strip().split(" ", 1) for p in line.split(":", 1)[1].split(";"))
+    assert list(parts) == ["swinir", "rrdbnet", "hat"]
+    hours = {}
+    for arch, text in parts.items():
+        trials, gpu = text.split(", ")
+        assert trials == "774 trials"
+        hours[arch] = float(gpu.removesuffix(" GPU-h").replace(",", ""))
+    # equal budgets are equal steps and batches: the bigger networks cost more GPU-hours
+    assert hours["swinir"] < hours["rrdbnet"] < hours["hat"]
 
 
 def test_help_documents_every_option():
@@ -59,6 +77,27 @@ def test_dry_run_imports_no_torch_ray_or_mlflow():
     proc = _dry_run("--space", "paper", "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert "IMPORTED []" in proc.stdout
+
+
+def test_protocol_violations_exit_2_with_one_line_naming_file_and_key(tmp_path, capsys):
+    from raygrid.cli import main as cli_main
+
+    raw = yaml.safe_load((SPACES_DIR / "demo.yaml").read_text())
+    raw["stages"]["optimize"]["base"]["data"]["test"] = ["demo_sr_test", "demo_sr_val"]
+    both = tmp_path / "val_and_test.yaml"
+    both.write_text(yaml.safe_dump(raw))
+    raw = yaml.safe_load((SPACES_DIR / "demo.yaml").read_text())
+    raw["stages"]["optimize"]["base"]["adversarial"]["trunk_trainable"] = False
+    frozen = tmp_path / "frozen_source.yaml"
+    frozen.write_text(yaml.safe_dump(raw))
+    cases = [(both, "stages.optimize.base.data.test[1]", "'demo_sr_val' is also a selection set"),
+             (frozen, "stages.transfer.base.model.discriminator", "discriminator trunk was frozen")]
+    for path, key, message in cases:
+        for command in (["plan"], ["sweep", "--dry-run"]):
+            assert cli_main([*command, "--space", str(path)]) == 2
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1, err
+            assert err.startswith(f"error: {path}: {key}: ") and message in err, err
 
 
 def test_misspelt_key_and_unknown_backbone_exit_nonzero_with_one_line(tmp_path):

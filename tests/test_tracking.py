@@ -69,7 +69,7 @@ def test_one_run_per_trial_with_params_tags_and_step_metrics(tmp_path):
     assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?|unknown", run["tags.raygrid.git_commit"])
     assert run["tags.raygrid.version.torch"].split("+")[0] == torch.__version__.split("+")[0]
     assert run["params.fidelity.backbone"] == "vgg16_r" and run["params.budget.steps"] == "60"
-    assert json.loads(run["params.data.val"]) == ["demo_sr_val"]
+    assert json.loads(run["params.data.val"]) == ["demo_sr_select"]
     client = names.client(uri)
     assert [(m.step, m.value) for m in client.get_metric_history(run.run_id, "val/psnr_y")] == [(30, 20.0), (60, 19.0)]
     assert "training_iteration" not in run.index.str.replace("metrics.", "").tolist()

@@ -20,6 +20,8 @@ Testing (`SRTestSet`): the standard layouts,
   <root>/DIV2K_valid_HR/0801.png + <root>/DIV2K_valid_LR_bicubic/X4/0801x4.png   (DIV2K)
   <root> = .../DIV2K_valid_HR itself, LR in the sibling DIV2K_valid_LR_bicubic/X4
   <root>/*.png                  (HR only)
+A set may be a slice of its folder (`SRSetSpec.stems`, e.g. DIV2K-val 0801-0810 for selection and
+0811-0900 for the tables): `open_sr_test_set` opens a named set with its slice applied.
 If no LR folder exists, LR is made on the fly from the HR image (mod-cropped to a multiple of the
 scale) with the same bicubic as training; published numbers use MATLAB-made LR, so such scores are
 close to, not equal to, the literature's.
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -46,7 +49,7 @@ from raygrid.data.images import (
     read_rgb,
     to_tensor,
 )
-from raygrid.io import ensure_local
+from raygrid.io import ensure_local, local_root
 from raygrid.io import is_s3 as is_s3_uri
 from raygrid.data.sr_store import SRStore, find_store, open_store
 from raygrid.data.stream import PassOrder, sample_rng
@@ -73,7 +76,9 @@ def resolve_sr_root(name_or_path: str, data_root: str) -> str:
             from raygrid.data.demo import build_demo
 
             # an s3:// data root cannot hold a locally built demo: use the local cache then
-            return build_demo(None if is_s3_uri(data_root) else data_root)[name_or_path]
+            root = None if is_s3_uri(data_root) else data_root
+            build_demo(root)
+            return os.path.join(local_root(root), folder)
         if is_s3_uri(data_root):
             return f"{data_root.rstrip('/')}/{folder}"
         return os.path.join(os.path.expanduser(data_root), folder)
@@ -243,6 +248,7 @@ class SRTestSet(Dataset):
         scale: int = 4,
         skip_unreadable: bool = False,
         endpoint_url: str | None = None,
+        stems: Sequence[str] | None = None,
     ):
         self.root = ensure_local(root, endpoint_url)
         _check_root(self.root, "SR test set")
@@ -254,6 +260,13 @@ class SRTestSet(Dataset):
         hr_paths = list_images(hr_dir)
         if not hr_paths:
             raise DatasetRootError(f"SR test set: no images in {hr_dir}")
+        if stems is not None:  # a slice of the folder, in the slice's order
+            by_stem = {os.path.splitext(os.path.basename(p))[0]: p for p in hr_paths}
+            absent = [s for s in stems if s not in by_stem]
+            if absent:
+                raise FileNotFoundError(f"SR test set: the slice names {len(absent)} image(s) that are not in "
+                                        f"{hr_dir}, e.g. {absent[0]!r}")
+            hr_paths = [by_stem[s] for s in stems]
         self.pairs: list[SRPair] = []
         for hr in hr_paths:
             lr = None
@@ -307,3 +320,12 @@ class SRTestSet(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         return self._load(self.pairs[index])
+
+
+def open_sr_test_set(name_or_path: str, data_root: str, scale: int = 4, skip_unreadable: bool = False,
+                     endpoint_url: str | None = None) -> SRTestSet:
+    """The evaluation set a trial config names (a record of raygrid.spec.datasets or a path), with
+    the record's slice applied: what every reader of an SR evaluation set should open."""
+    record = catalog.SR_SETS.get(name_or_path)
+    return SRTestSet(resolve_sr_root(name_or_path, data_root), scale=scale, skip_unreadable=skip_unreadable,
+                     endpoint_url=endpoint_url, stems=record.stems if record is not None else None)

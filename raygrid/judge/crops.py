@@ -153,10 +153,10 @@ class TestImages:
         self._data: dict[str, Any] = {}
 
     def _dataset(self, set_name: str):
-        from raygrid.data.sr import SRTestSet, resolve_sr_root
+        from raygrid.data.sr import open_sr_test_set
 
         if set_name not in self._data:
-            ds = SRTestSet(resolve_sr_root(set_name, self.data_root), scale=self.scale)
+            ds = open_sr_test_set(set_name, self.data_root, scale=self.scale)  # with its slice
             self._data[set_name] = ds
             self._sets[set_name] = {p.name: i for i, p in enumerate(ds.pairs)}
         return self._data[set_name]

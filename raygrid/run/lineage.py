@@ -3,9 +3,11 @@ found in MLflow as typed records.
 
 Each candidate run of the source stage becomes a `SourceRun`: its resolved trial config parsed
 into the source trainable's config model (from the run's `raygrid.trial_config` tag; older runs
-from their params), its checkpoints and the values they were chosen by. The trainable's
-`Lineage` (raygrid.spec.trainables) decides on the typed configs which runs can be a trial's
-source; this module picks the best of them, preferring runs of the current sweep invocation.
+from their params) and its checkpoints. The trainable's `Lineage` (raygrid.spec.trainables)
+decides on the typed configs which run a trial's rule names (one cell and seed: never a
+metric-based pick across cells) and refuses a source that cannot be one (a frozen discriminator
+trunk); this module applies it to the runs MLflow has, preferring runs of the current sweep
+invocation, then the most recent.
 """
 
 from __future__ import annotations
@@ -28,53 +30,56 @@ class SourceRun:
     run_id: str
     sweep_run_id: str | None
     config: BaseModel  # the run's resolved trial config, typed
-    checkpoints: dict[str, str | None]  # "best" / "last" -> the full checkpoint's storage location
-    scores: dict[str, float]  # "best" -> the value its best checkpoint was chosen by; "last" -> last logged value
+    checkpoints: dict[str, str | None]  # "best" / "final" -> the full checkpoint's storage location
+    start_time: float = 0.0  # ms since the epoch (MLflow's), to prefer the latest run of a cell
 
     @classmethod
-    def from_mlflow(cls, row: Any, metric: str) -> SourceRun | None:
+    def from_mlflow(cls, row: Any) -> SourceRun | None:
         """A row of `search_trial_runs`; None if its config does not parse (not a usable source)."""
         config = _config(row)
         if config is None:
             return None
+        start = row.get("start_time")
         return cls(
             run_id=row["run_id"],
             sweep_run_id=_text(row.get(f"tags.{names.TAG_SWEEP_RUN}")),
             config=config,
             checkpoints={"best": _text(row.get(f"tags.{names.TAG_CKPT_BEST}")),
-                         "last": _text(row.get(f"tags.{names.TAG_CKPT_FINAL}"))},
-            scores={"best": _number(row.get(f"tags.{names.TAG_BEST_PREFIX}{metric}")),
-                    "last": _number(row.get(f"metrics.{metric}"))},
+                         "final": _text(row.get(f"tags.{names.TAG_CKPT_FINAL}"))},
+            start_time=_timestamp(start),
         )
 
 
-def source_runs(tracking_uri: str, experiment: str, lineage: Lineage, metric: str) -> list[SourceRun]:
+def source_runs(tracking_uri: str, experiment: str, lineage: Lineage) -> list[SourceRun]:
     """Every trial run of the lineage's source stage in the experiment, as typed records."""
     runs = names.search_trial_runs(tracking_uri, experiment, stage=lineage.source_stage)
-    return [r for r in (SourceRun.from_mlflow(row, metric) for _, row in runs.iterrows()) if r is not None]
+    return [r for r in (SourceRun.from_mlflow(row) for _, row in runs.iterrows()) if r is not None]
 
 
-def choose(stage: Stage, lineage: Lineage, runs: list[SourceRun], sweep_run_id: str,
-           mode: str) -> tuple[dict[int, SourceRun], list[int]]:
-    """For each trial of `stage` that wants a source: the run it starts from. Among the runs the
-    lineage accepts that have the wanted checkpoint, runs of this sweep invocation come first;
-    the best score (by `mode`) wins, the first run when none has a score.
-    Returns ({trial index: run}, [indices of trials with no such run])."""
-    found, missing = {}, []
+def choose(stage: Stage, lineage: Lineage, runs: list[SourceRun],
+           sweep_run_id: str) -> tuple[dict[int, SourceRun], list[int], dict[int, str]]:
+    """For each trial of `stage` that wants a source: the run its rule names. Among the runs the
+    lineage accepts that have the wanted checkpoint, runs of this sweep invocation come first,
+    then the most recent. Returns ({trial index: run}, [indices of trials with no such run],
+    {trial index: why the run found is refused})."""
+    found, missing, refused = {}, [], {}
     for t in stage.trials:
         if not lineage.wants(t.config):
             continue
-        which = lineage.pick(t.config)
+        which = lineage.checkpoint(t.config)
         fits = [r for r in runs if r.checkpoints[which] and lineage.accepts(t.config, r.config)]
         mine = [r for r in fits if r.sweep_run_id == sweep_run_id]
         fits = mine or fits
         if not fits:
             missing.append(t.index)
             continue
-        scored = [r for r in fits if not math.isnan(r.scores[which])]
-        pick = (max if mode == "max" else min)(scored, key=lambda r: r.scores[which]) if scored else fits[0]
+        pick = max(fits, key=lambda r: r.start_time)
+        why = lineage.refuse(t.config, pick.config)
+        if why:
+            refused[t.index] = f"run {pick.run_id}: {why}"
+            continue
         found[t.index] = pick
-    return found, missing
+    return found, missing, refused
 
 
 def checkpoint_file(run: SourceRun, which: str) -> str:
@@ -117,8 +122,15 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _number(value: Any) -> float:
+def _timestamp(value: Any) -> float:
+    """MLflow's start_time column (a pandas Timestamp, or ms) as ms; 0 when unknown."""
+    if hasattr(value, "timestamp"):
+        try:
+            return float(value.timestamp()) * 1000.0
+        except (ValueError, OverflowError):  # NaT
+            return 0.0
     try:
-        return float(value)
+        out = float(value)
     except (TypeError, ValueError):
-        return math.nan
+        return 0.0
+    return 0.0 if math.isnan(out) else out

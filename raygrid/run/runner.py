@@ -67,13 +67,17 @@ def execute(sweep: Sweep, opts: RunOptions) -> SweepResult:
         os.environ.setdefault("RAYGRID_S3_ENDPOINT_URL", opts.s3_endpoint_url)
         os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", opts.s3_endpoint_url)
 
-    preflight(sweep, data_root, opts.weights_dir)
+    from raygrid.data.demo_weights import resolve_weights_dir
+
+    # --weights-dir wins; a space's `weights_dir: demo` is the demo's own pretrained files (built here)
+    weights_dir = resolve_weights_dir(opts.weights_dir, sweep.spec.weights_dir, data_root)
+    preflight(sweep, data_root, weights_dir)
     experiment_id, sweep_run_id = _open_sweep_run(sweep, opts, out, tracking_uri, storage_uri)
     client = names.client(tracking_uri)
     result = SweepResult(sweep.name, sweep_run_id, tracking_uri, str(out), storage_uri)
     print(f"sweep {sweep.name!r}: MLflow run {sweep_run_id} in {tracking_uri}; trial state in {storage_uri}")
 
-    env = {"data_root": data_root, "weights_dir": opts.weights_dir, "s3_endpoint_url": endpoint,
+    env = {"data_root": data_root, "weights_dir": weights_dir, "s3_endpoint_url": endpoint,
            "sweep_name": sweep.name,
            # the sample crops, chosen once per sweep and logged on its run (a resume keeps them)
            "samples": sweep_samples(sweep, client, sweep_run_id, data_root)}
@@ -149,15 +153,18 @@ def _open_sweep_run(sweep: Sweep, opts: RunOptions, out: Path, tracking_uri: str
 
 
 def _trial_specs(sweep: Sweep, stage: Stage, tracking_uri: str, sweep_run_id: str) -> tuple[list[dict], list[int]]:
-    """The stage's trials as JSON for Tune, with lineage sources filled in; trials whose source
-    run does not exist are skipped (returned by index)."""
+    """The stage's trials as JSON for Tune, with lineage sources filled in by the rule each trial
+    names (raygrid.run.lineage); trials whose source run does not exist are skipped (returned by
+    index); a source the lineage refuses (a frozen discriminator trunk) stops the sweep."""
     found, skipped = {}, []
     lin = trainable(stage.spec.trainable).lineage
     if lin is not None and any(lin.wants(t.config) for t in stage.trials):
-        source = sweep.spec.stages.get(lin.source_stage)
-        metric, mode = (source.scheduler.metric, source.scheduler.mode) if source else lin.default_selection
-        runs = lineage.source_runs(tracking_uri, sweep.name, lin, metric)
-        found, skipped = lineage.choose(stage, lin, runs, sweep_run_id, mode)
+        runs = lineage.source_runs(tracking_uri, sweep.name, lin)
+        found, skipped, refused = lineage.choose(stage, lin, runs, sweep_run_id)
+        if refused:
+            index, why = next(iter(refused.items()))
+            raise SpaceError(sweep.source, f"stages.{stage.name}.{lin.key}",
+                             f"trial {index} {stage.trials[index].point}: {why}")
     if skipped:
         print(f"[{stage.name}] {len(skipped)} trial(s) skipped: no {lin.source_stage} run they can start from "
               f"(trial indices {skipped})", file=sys.stderr)
@@ -169,7 +176,7 @@ def _trial_specs(sweep: Sweep, stage: Stage, tracking_uri: str, sweep_run_id: st
         if src is None:
             specs.append(t.to_json())
         else:
-            config = lin.attach(t.config, lineage.checkpoint_file(src, lin.pick(t.config)))
+            config = lin.attach(t.config, lineage.checkpoint_file(src, lin.checkpoint(t.config)))
             specs.append(t.to_json(config, init_from_run=src.run_id))
     return specs, skipped
 

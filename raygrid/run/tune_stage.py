@@ -67,12 +67,23 @@ def trial_driver(config: dict[str, Any], env: dict[str, Any], stage: dict[str, A
             storage_path=path,
             storage_filesystem=fs,
             failure_config=ray.train.FailureConfig(max_failures=0),  # retries happen at the Tune level
-            checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=2, checkpoint_score_attribute=stage["metric"], checkpoint_score_order=stage["mode"]),
+            checkpoint_config=_checkpoint_config(stage.get("selection")),
             callbacks=[TuneReportCallback()],
         ),
     )
     trainer.fit()  # raises TrainingFailedError when the loop fails: Tune then retries the trial
+
+
+def _checkpoint_config(selection: dict[str, str] | None):
+    """Keep the best checkpoint by the stage's selection metric (report.selection: a val metric)
+    and the latest; with no selection, the latest ones only. Never a test metric: what the tables
+    report must not decide which checkpoint survives."""
+    import ray.train
+
+    if selection is None:
+        return ray.train.CheckpointConfig(num_to_keep=2)
+    return ray.train.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=selection["metric"],
+                                      checkpoint_score_order=selection["mode"])
 
 
 class TrialName:
@@ -116,12 +127,12 @@ def max_concurrent_trials(stage: Stage, cluster: dict[str, float], override: int
 def run_stage(stage: Stage, run: StageRun, specs: list[dict[str, Any]]):
     """Fit (or, with resume, restore and finish) the stage's Tuner; returns its ResultGrid."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     spec = stage.spec
     sched = spec.scheduler
     stage_info = {
         "name": stage.name, "metric": sched.metric, "mode": sched.mode,
+        "selection": spec.selection.model_dump() if spec.selection else None,
         "resources": spec.resources.model_dump(),
         "train_storage": io.join(run.storage_uri, run.sweep_name, "train"),
     }
@@ -136,10 +147,7 @@ def run_stage(stage: Stage, run: StageRun, specs: list[dict[str, Any]]):
     # as hyperparameters, and the MLflow params stay the trial config alone.
     driver = tune.with_resources(
         tune.with_parameters(trial_driver, env=run.env, stage=stage_info, points=points), driver_resources(run.cluster))
-    scheduler = FIFOScheduler()
-    if sched.kind == "asha":
-        scheduler = ASHAScheduler(time_attr="step", max_t=spec.budget.steps, grace_period=sched.grace_period,
-                                  reduction_factor=sched.reduction_factor)
+    scheduler = make_scheduler(stage, [sp["meta"]["point"] for sp in specs] if spec.search else None)
     fs, path = io.filesystem(run.storage_uri, run.env.get("s3_endpoint_url"))
     name = f"{run.sweep_name}-{stage.name}"
     exp_path = f"{path.rstrip('/')}/{name}"
@@ -164,6 +172,24 @@ def run_stage(stage: Stage, run: StageRun, specs: list[dict[str, Any]]):
     return tuner.fit()
 
 
+def make_scheduler(stage: Stage, points: list[dict[str, Any]] | None = None):
+    """The stage's Tune scheduler: FIFO (kind none), ASHA within groups (group_by), or a plain ASHA,
+    which validation allows only where the stage has no study axis (one group). `points`: the grid
+    points an Optuna stage's samples index (None for a grid)."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from raygrid.run.schedulers import GroupedASHA
+
+    sched, budget = stage.spec.scheduler, stage.spec.budget
+    if sched.kind != "asha":
+        return FIFOScheduler()
+    if sched.group_by:
+        return GroupedASHA(sched.group_by, time_attr="step", max_t=budget.steps, grace_period=sched.grace_period,
+                           reduction_factor=sched.reduction_factor, points=points)
+    return ASHAScheduler(time_attr="step", max_t=budget.steps, grace_period=sched.grace_period,
+                         reduction_factor=sched.reduction_factor)
+
+
 def _reporter(stage: Stage):
     """Ray's CLI reporter trimmed to what matters: the axes, the step and the stage metric.
     (Tune's newer output engine ignores reporters; the runner selects the classic one.)"""
@@ -179,15 +205,18 @@ def _reporter(stage: Stage):
 
 
 class _DefineByRun:
-    """Optuna's define-by-run space: one categorical over the valid grid points, then each
-    continuous parameter whose `when` holds at that point. A class, not a closure: Tune pickles
-    the searcher with its experiment state."""
+    """Optuna's define-by-run space: the grid points in turn (sample n goes to point n mod the
+    number of points, so every compared cell gets the same number of samples: validation asks
+    for a multiple), then each continuous parameter whose `when` holds at that point. Optuna tunes
+    the continuous values; it never spends more samples on a cell that looks better. A class, not
+    a closure: Tune pickles the searcher with its experiment state."""
 
     def __init__(self, points: list[dict[str, Any]], params: dict[str, Any]):
         self.points, self.params = points, params
 
     def __call__(self, trial) -> dict[str, Any]:
-        index = trial.suggest_categorical("point", list(range(len(self.points))))
+        index = trial.number % len(self.points)
+        trial.set_user_attr("point", index)
         values = {}
         for key, dist in self.params.items():
             if not all(p.holds(self.points[index][k]) for k, p in dist.when.items()):
@@ -206,6 +235,6 @@ def _optuna_searcher(stage: Stage, specs: list[dict[str, Any]]):
     from ray.tune.search.optuna import OptunaSearch
 
     search, sched = stage.spec.search, stage.spec.scheduler
-    space = _DefineByRun([t.point for t in stage.trials], dict(search.params))
+    space = _DefineByRun([sp["meta"]["point"] for sp in specs], dict(search.params))
     return OptunaSearch(space=space, metric=sched.metric, mode=sched.mode,
                         sampler=optuna.samplers.TPESampler(seed=search.seed))

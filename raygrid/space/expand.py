@@ -24,7 +24,7 @@ from raygrid.spec import trainables
 from raygrid.spec.trainables import TrainableSpec
 from raygrid.space.errors import SpaceError, fmt_point, message, model_fields_of
 from raygrid.space.schema import StageSpec, SweepSpec
-from raygrid.stages.config import Strict
+from raygrid.stages.config import KeyedValueError, Strict
 
 # ---------------------------------------------------------------------------------------------
 # Expanded trials
@@ -61,10 +61,33 @@ class Stage:
     spec: StageSpec
     trials: list[Trial] = field(default_factory=list)
     grid_size: int = 0  # combinations before conditions
+    # trial index -> the trial of the lineage's source stage it starts from (check_lineage)
+    sources: dict[int, Trial] = field(default_factory=dict)
 
     @property
     def num_trials(self) -> int:
         return self.spec.search.num_samples if self.spec.search else len(self.trials)
+
+    @property
+    def study_axes(self) -> list[str]:
+        """The axes the study compares: every grid axis and linked axis that takes more than one
+        value among the trials (seeds and Optuna-sampled values are not study axes)."""
+        names = [*self.spec.axes, *self.spec.linked]
+        return [a for a in names if len({json.dumps(t.point[a], sort_keys=True) for t in self.trials}) > 1]
+
+    def group_key(self, point: dict[str, Any]) -> tuple[Any, ...]:
+        """The group of a grid point under the scheduler's group_by (ASHA competes within one)."""
+        return tuple(point[a] for a in self.spec.scheduler.group_by)
+
+    def groups(self) -> dict[tuple[Any, ...], int]:
+        """Trials per scheduler group (with an Optuna search: samples per group, grid points in turn)."""
+        counts: dict[tuple[Any, ...], int] = {}
+        for t in self.trials:
+            counts[self.group_key(t.point)] = counts.get(self.group_key(t.point), 0) + 1
+        if self.spec.search is not None:
+            per_point = self.spec.search.num_samples // len(self.trials)
+            counts = {k: v * per_point for k, v in counts.items()}
+        return counts
 
 
 @dataclass
@@ -137,9 +160,10 @@ def expand_stage(source: str, name: str, spec: StageSpec) -> Stage:
         raise SpaceError(source, f"{where}.conditions", "the conditions remove every trial of the grid")
 
     stage = Stage(name=name, spec=spec, trials=trials, grid_size=grid_size)
-    _check_scheduler(source, where, spec, trainable, trials[0].config)
+    _check_scheduler(source, where, stage, trainable, trials[0].config, dims)
+    _check_report(source, where, spec, trainable, trials[0].config)
     if spec.search is not None:
-        _check_search(source, where, spec, model, dims)
+        _check_search(source, where, spec, model, dims, len(trials))
     return stage
 
 
@@ -161,8 +185,11 @@ def _resolve_config(source: str, where: str, spec: StageSpec, model: type[BaseMo
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
+        below = (err.get("ctx") or {}).get("error")
+        if isinstance(below, KeyedValueError):  # a model validator naming a key below its model
+            loc = f"{loc}.{below.key}" if loc else below.key
         msg = message(err, model)
-        hit = [k for k in overrides if loc == k or loc.startswith(k + ".")]
+        hit = [k for k in overrides if loc == k or loc.startswith((k + ".", k + "["))]
         if hit:
             key, value = hit[0], overrides[hit[0]]
             values = spec.axes.get(key, [])
@@ -190,25 +217,81 @@ def _check_conditions(source: str, where: str, spec: StageSpec, dims: dict[str, 
                         raise SpaceError(source, k, f"value {v!r} is not one of the axis values {dims[key]}")
 
 
-def _check_scheduler(source: str, where: str, spec: StageSpec, trainable: TrainableSpec, example: Strict) -> None:
+def _check_scheduler(source: str, where: str, stage: Stage, trainable: TrainableSpec, example: Strict,
+                     dims: dict[str, list[Any]]) -> None:
+    spec = stage.spec
     sched = spec.scheduler
     known = trainable.reported_metrics(example)
     if sched.metric not in known:
         raise SpaceError(source, f"{where}.scheduler.metric",
                          f"{sched.metric!r} is not reported by {spec.trainable}; expected one of "
                          f"{', '.join(sorted(known))}")
-    if sched.kind == "asha":
-        if sched.grace_period > spec.budget.steps:
-            raise SpaceError(source, f"{where}.scheduler.grace_period",
-                             f"{sched.grace_period} is beyond the budget of {spec.budget.steps} steps")
-        if sched.grace_period < spec.budget.eval_every:
-            raise SpaceError(source, f"{where}.scheduler.grace_period",
-                             f"{sched.grace_period} is shorter than eval_every ({spec.budget.eval_every}): "
-                             "ASHA would decide before the first evaluation")
+    if sched.metric.startswith("test/"):
+        raise SpaceError(source, f"{where}.scheduler.metric",
+                         f"{sched.metric!r} is a test metric: what the tables report never selects or stops a "
+                         "trial; use a val/... metric")
+    if sched.kind != "asha":
+        return
+    if not sched.metric.startswith("val/"):
+        raise SpaceError(source, f"{where}.scheduler.metric",
+                         f"ASHA stops trials on {sched.metric!r}; it must be a val/... metric (a selection set)")
+    if sched.grace_period > spec.budget.steps:
+        raise SpaceError(source, f"{where}.scheduler.grace_period",
+                         f"{sched.grace_period} is beyond the budget of {spec.budget.steps} steps")
+    if sched.grace_period < spec.budget.eval_every:
+        raise SpaceError(source, f"{where}.scheduler.grace_period",
+                         f"{sched.grace_period} is shorter than eval_every ({spec.budget.eval_every}): "
+                         "ASHA would decide before the first evaluation")
+    for i, axis in enumerate(sched.group_by):
+        if axis == "seed":
+            raise SpaceError(source, f"{where}.scheduler.group_by[{i}]",
+                             "seeds are what competes within a group; group by the stage's axes only")
+        if axis not in dims:
+            raise SpaceError(source, f"{where}.scheduler.group_by[{i}]",
+                             f"{axis!r} is not an axis of this stage; expected some of "
+                             f"{', '.join(a for a in dims if a != 'seed')}")
+    missing = [a for a in stage.study_axes if a not in sched.group_by]
+    if missing:
+        key = f"{where}.scheduler.group_by" if sched.group_by else f"{where}.scheduler"
+        what = "a plain ASHA (no group_by)" if not sched.group_by else "this ASHA"
+        raise SpaceError(source, key,
+                         f"{what} would stop trials across the study axes {', '.join(map(repr, missing))}: only "
+                         "trials that differ in seeds or sampled values may compete; list every study axis in "
+                         f"scheduler.group_by ({', '.join(stage.study_axes)})")
+
+
+def _check_report(source: str, where: str, spec: StageSpec, trainable: TrainableSpec, example: Strict) -> None:
+    report, budget = spec.report, spec.budget
+    if report.step is not None:
+        if report.step > budget.steps:
+            raise SpaceError(source, f"{where}.report.step",
+                             f"{report.step} is beyond the budget of {budget.steps} steps")
+        if report.step % budget.eval_every and report.step != budget.steps:
+            raise SpaceError(source, f"{where}.report.step",
+                             f"{report.step} is not an evaluation step (every {budget.eval_every} and the last)")
+    if report.selection is not None:
+        metric = report.selection.metric
+        known = trainable.reported_metrics(example)
+        if not metric.startswith("val/"):
+            raise SpaceError(source, f"{where}.report.selection.metric",
+                             f"{metric!r} is not a val/... metric: a test metric never selects what the tables "
+                             "report")
+        if metric not in known:
+            raise SpaceError(source, f"{where}.report.selection.metric",
+                             f"{metric!r} is not reported by {spec.trainable}; expected one of "
+                             f"{', '.join(sorted(m for m in known if m.startswith('val/')))}")
 
 
 def _check_search(source: str, where: str, spec: StageSpec, model: type[BaseModel],
-                  dims: dict[str, list[Any]]) -> None:
+                  dims: dict[str, list[Any]], points: int) -> None:
+    if spec.search.num_samples % points:
+        raise SpaceError(source, f"{where}.search.num_samples",
+                         f"{spec.search.num_samples} samples over {points} grid points: expected a multiple of "
+                         f"{points}, so that every grid point (every compared cell) gets the same number of samples")
+    if spec.search.num_samples > points and not spec.scheduler.metric.startswith("val/"):
+        raise SpaceError(source, f"{where}.scheduler.metric",
+                         f"Optuna picks among {spec.search.num_samples // points} samples per grid point by "
+                         f"{spec.scheduler.metric!r}: a search selects, so it needs a val/... metric")
     for key, dist in spec.search.params.items():
         k = f"{where}.search.params.{key}"
         if key in dims:
@@ -223,17 +306,36 @@ def _check_search(source: str, where: str, spec: StageSpec, model: type[BaseMode
 
 def check_lineage(sweep: Sweep) -> None:
     """A trial that starts from another stage's run (transfer from an optimize run's
-    discriminator) needs a trial of that stage that can be its source, when that stage is here."""
+    discriminator) needs exactly one trial of that stage, when that stage is here, that its rule
+    names and that the lineage does not refuse (a frozen trunk). Records it in `stage.sources`."""
     for name, stage in sweep.stages.items():
         lineage = trainables.get(stage.spec.trainable).lineage
         source = sweep.stages.get(lineage.source_stage) if lineage is not None else None
         if source is None:
             continue
+        key = f"stages.{name}.{lineage.key}"
         for t in stage.trials:
-            if lineage.wants(t.config) and not any(lineage.accepts(t.config, s.config) for s in source.trials):
-                raise SpaceError(sweep.source, f"stages.{name}.{lineage.key}",
-                                 f"impossible combination {fmt_point(t.point)}: no {lineage.source_stage} trial "
-                                 f"has {lineage.describe(t.config)}")
+            if not lineage.wants(t.config):
+                continue
+            fits = [s for s in source.trials if lineage.accepts(t.config, s.config)]
+            if not fits:
+                raise SpaceError(sweep.source, key, f"impossible combination {fmt_point(t.point)}: no "
+                                 f"{lineage.source_stage} trial has {lineage.describe(t.config)}")
+            if len(fits) > 1:
+                differ = sorted({k for s in fits for k in s.point if s.point[k] != fits[0].point[k]})
+                raise SpaceError(sweep.source, key,
+                                 f"{fmt_point(t.point)}: the rule names {len(fits)} {lineage.source_stage} trials "
+                                 f"(they differ in {', '.join(differ)}); a source is one cell, never picked by a "
+                                 "metric among several")
+            why = lineage.refuse(t.config, fits[0].config)
+            if why:
+                raise SpaceError(sweep.source, key, f"{fmt_point(t.point)}: {lineage.source_stage} trial "
+                                 f"{fmt_point(fits[0].point)}: {why}")
+            if lineage.checkpoint(t.config) == "best" and source.spec.selection is None:
+                raise SpaceError(sweep.source, f"{key}.checkpoint",
+                                 f"'best' needs stages.{lineage.source_stage}.report.selection (a val metric) to "
+                                 "say what best means; use 'final'")
+            stage.sources[t.index] = fits[0]
 
 
 def sampled_json(spec: dict[str, Any], values: dict[str, Any], stage: str) -> dict[str, Any]:
@@ -292,6 +394,7 @@ def set_dotted(config: dict[str, Any], dotted: str, value: Any) -> None:
 def _in_base(base: dict[str, Any], loc: str) -> bool:
     node: Any = base
     for p in loc.split(".") if loc else []:
+        p = p.split("[", 1)[0]  # "test[1]": the list at "test"
         if not isinstance(node, dict) or p not in node:
             return False
         node = node[p]

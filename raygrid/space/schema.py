@@ -3,8 +3,9 @@
 A search space names stages (assess, optimize, transfer). Each stage has a trainable, a `base`
 trial config, grid `axes` (dotted keys into the trial config, each a list of values), `linked`
 axes (a named choice that sets several keys together), `conditions` between axes, `seeds`, a
-per-trial `budget`, a `scheduler`, an optional Optuna `search`, and `resources` per trial.
-Nothing unknown is ignored.
+per-trial `budget`, a `scheduler` (none, or ASHA within groups of trials), what it `report`s (the
+checkpoint and step the tables compare), an optional Optuna `search`, and `resources` per trial.
+Nothing unknown is ignored. docs/protocol.md says why the protocol keys are as they are.
 """
 
 from __future__ import annotations
@@ -80,16 +81,51 @@ class Condition(Strict):
 
 
 class SchedulerSpec(Strict):
+    """Early stopping. `kind: none` runs every trial to its budget (a loop may still end a run that
+    collapsed or diverged). `kind: asha` runs one set of ASHA brackets per group of trials that
+    share the `group_by` axes, so only trials that differ in a tuned setting (seeds, Optuna-sampled
+    values) compete and every group gets the same budget. `group_by` must list every study axis
+    (every axis and linked axis with more than one value): pruning across one would select cells
+    by the very property the study compares. The metric of an ASHA is a `val/...` metric; no
+    scheduler ever looks at a `test/...` one."""
+
     kind: Literal["asha", "none"] = "none"
-    metric: str
+    metric: str  # the Tune metric (ASHA's rungs; the progress display)
     mode: Literal["min", "max"]
     grace_period: Annotated[int, Field(gt=0)] | None = None  # in steps (ASHA)
     reduction_factor: Annotated[float, Field(gt=1)] = 3.0
+    group_by: list[str] = []  # axes (dotted keys) and linked-axis names; ASHA competes within a group
 
     @model_validator(mode="after")
     def _asha_needs_grace(self) -> SchedulerSpec:
         if self.kind == "asha" and self.grace_period is None:
             raise ValueError("ASHA needs grace_period (in steps)")
+        if self.kind != "asha" and self.group_by:
+            raise ValueError("group_by groups the brackets of an ASHA; with kind 'none' nothing is stopped")
+        return self
+
+
+class Selection(Strict):
+    """The metric a "best" checkpoint is chosen by: a `val/...` metric of the stage."""
+
+    metric: str
+    mode: Literal["min", "max"]
+
+
+class ReportSpec(Strict):
+    """Which values of a trial the tables compare. Every trial is compared at one common `step`
+    (null: the budget's last step); `checkpoint: final` takes the values at that step, `best` the
+    values at the trial's best evaluation up to it by `selection` (never a test metric). A trial
+    that did not reach the step is listed with its outcome, never pooled."""
+
+    checkpoint: Literal["final", "best"] = "final"
+    step: Annotated[int, Field(gt=0)] | None = None
+    selection: Selection | None = None
+
+    @model_validator(mode="after")
+    def _best_needs_selection(self) -> ReportSpec:
+        if self.checkpoint == "best" and self.selection is None:
+            raise ValueError("checkpoint 'best' needs selection: {metric: val/..., mode: max|min}")
         return self
 
 
@@ -147,15 +183,30 @@ class StageSpec(Strict):
     seeds: list[int] = [0]
     budget: Budget
     scheduler: SchedulerSpec
+    report: ReportSpec = ReportSpec()
     search: SearchSpec | None = None
     resources: Resources = Resources()
     max_failures: Annotated[int, Field(ge=0)] = 2  # Tune-level retries of a failed trial
+
+    @property
+    def selection(self) -> Selection | None:
+        """The metric checkpoints are kept and "best" is chosen by (report.selection), if any."""
+        return self.report.selection
+
+    @property
+    def report_step(self) -> int:
+        """The one step every trial of the stage is compared at."""
+        return self.report.step if self.report.step is not None else self.budget.steps
 
 
 class SweepSpec(Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
     description: str = ""
     data_root: str | None = None  # local folder or s3:// prefix; default: the raygrid cache
+    # pretrained weight files: "demo" (small weights the demo pre-trains on its own data, in the
+    # cache, never in a user's weights dir), a folder, or None ($RAYGRID_WEIGHTS, else
+    # ~/.cache/raygrid/weights). An explicit --weights-dir wins.
+    weights_dir: str | None = None
     stages: dict[Literal[STAGE_ORDER], StageSpec]  # type: ignore[valid-type]
 
     @model_validator(mode="after")

@@ -96,13 +96,37 @@ def is_benchmark(name: str) -> bool:
 
 @dataclass(frozen=True)
 class SRSetSpec:
+    """An SR image set: a folder of HR images (with or without its LR copies) or a slice of one.
+
+    `stems` makes the set a slice of its folder: only the images with these file stems. Slices of
+    one folder keep selection apart from report at the image level (docs/protocol.md): DIV2K-val
+    0801-0810 select, 0811-0900 are reported, and a set is never both.
+    """
+
     name: str
     label: str
     role: Literal["train", "test"]
     folder: str
-    images: int  # for cost estimates only
+    images: int  # for cost estimates only (slices: exactly len(stems))
     megapixels: float  # mean HR size, for cost estimates only
+    stems: tuple[str, ...] | None = None  # a slice: these images of the folder only; None = all of them
 
+    def __post_init__(self) -> None:
+        if self.stems is not None and (len(set(self.stems)) != len(self.stems) or self.images != len(self.stems)):
+            raise ValueError(f"SR set record {self.name!r}: {self.images} images but stems {self.stems[:3]}...")
+
+
+def _stems(first: int, last: int) -> tuple[str, ...]:
+    return tuple(f"{i:04d}" for i in range(first, last + 1))
+
+
+# DIV2K's 100 validation images are 0801-0900. The first ten select (the grouped scheduler, a
+# "best" checkpoint); the other ninety are reported. No table reports 0801-0810.
+DIV2K_SELECT = _stems(801, 810)
+DIV2K_REPORT = _stems(811, 900)
+# The demo's 4 SR evaluation images (raygrid.data.demo): one selects, three are reported.
+DEMO_SELECT = ("retina",)
+DEMO_REPORT = ("stereo_motorcycle", "colorwheel", "logo")
 
 SR_SETS: dict[str, SRSetSpec] = {
     s.name: s
@@ -113,8 +137,31 @@ SR_SETS: dict[str, SRSetSpec] = {
         SRSetSpec("set14", "Set14", "test", "Set14", 14, 0.23),
         SRSetSpec("bsd100", "BSD100", "test", "BSD100", 100, 0.15),
         SRSetSpec("urban100", "Urban100", "test", "Urban100", 100, 0.8),
+        # single manga pages; BasicSR (GTmod12 + LRbicx4) and SwinIR (HR + LR_bicubic/X4) layouts
+        SRSetSpec("manga109", "Manga109", "test", "Manga109", 109, 0.97),
         SRSetSpec("div2k_val", "DIV2K val", "test", "DIV2K", 100, 2.8),
+        SRSetSpec("div2k_val_select", "DIV2K val 0801-0810", "test", "DIV2K", 10, 2.8, stems=DIV2K_SELECT),
+        SRSetSpec("div2k_val_test", "DIV2K val 0811-0900", "test", "DIV2K", 90, 2.8, stems=DIV2K_REPORT),
         SRSetSpec("demo_sr_train", "demo SR train", "train", "demo/sr/train", 10, 0.1),
         SRSetSpec("demo_sr_val", "demo SR val", "test", "demo/sr/val", 4, 0.03),
+        SRSetSpec("demo_sr_select", "demo SR select", "test", "demo/sr/val", 1, 0.03, stems=DEMO_SELECT),
+        SRSetSpec("demo_sr_test", "demo SR test", "test", "demo/sr/val", 3, 0.03, stems=DEMO_REPORT),
     ]
 }
+
+
+def shared_images(a: str, b: str) -> tuple[str, ...] | None:
+    """The images two SR sets (names or paths) have in common: None if they share none, () if
+    they share images that cannot be listed without reading the folder (one of them is the whole
+    folder, or both are the same path), else the shared stems. Decided from the records alone."""
+    if a == b:
+        return ()
+    ra, rb = SR_SETS.get(a), SR_SETS.get(b)
+    if ra is None or rb is None:  # a path: the same folder only when it is the same path
+        return None
+    if ra.folder != rb.folder:
+        return None
+    if ra.stems is None or rb.stems is None:
+        return ra.stems or rb.stems or ()
+    shared = tuple(s for s in ra.stems if s in set(rb.stems))
+    return shared or None

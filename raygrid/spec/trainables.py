@@ -83,22 +83,26 @@ class Lineage:
 
     source_stage: str  # the stage whose runs are the sources
     key: str  # dotted key of the config that describes the source (for error lines)
-    default_selection: tuple[str, str]  # (metric, mode) ranking sources when that stage is not in the space
 
     def wants(self, config: BaseModel) -> bool:
         """True if this trial starts from a source run the sweep has to find."""
         raise NotImplementedError
 
     def accepts(self, config: BaseModel, source: BaseModel) -> bool:
-        """True if a source trial with config `source` can initialise this trial."""
+        """True if a source trial with config `source` is the one this trial's rule names."""
         raise NotImplementedError
+
+    def refuse(self, config: BaseModel, source: BaseModel) -> str | None:
+        """Why an accepted source cannot initialise this trial (e.g. its trunk never trained), or None."""
+        return None
 
     def describe(self, config: BaseModel) -> str:
         """What the trial needs, as a phrase ("discriminator 'patch_vgg16' with ...")."""
         raise NotImplementedError
 
-    def pick(self, config: BaseModel) -> Literal["best", "last"]:
-        """Which checkpoint of the chosen source run: its best (by the source stage's metric) or last."""
+    def checkpoint(self, config: BaseModel) -> Literal["final", "best"]:
+        """Which checkpoint of the source run: its final one, or its best by the source stage's
+        selection metric (a val metric)."""
         raise NotImplementedError
 
     def attach(self, config: BaseModel, checkpoint: str) -> BaseModel:

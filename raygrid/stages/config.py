@@ -26,6 +26,15 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class KeyedValueError(ValueError):
+    """A model validator's error about one key below the model (e.g. `test[1]` of a data section):
+    pydantic reports it at the model, the search space names `<model key>.<key>` (raygrid.space)."""
+
+    def __init__(self, key: str, message: str):
+        self.key = key
+        super().__init__(message)
+
+
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
 

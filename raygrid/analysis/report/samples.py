@@ -60,7 +60,7 @@ def sr_sample_tiles(data: SweepData, runs: pd.DataFrame, root: str, lr_crop: int
     checkpoint artifact or without generator weights get a note instead of a tile."""
     import torch
 
-    from raygrid.data.sr import SRTestSet, resolve_sr_root
+    from raygrid.data.sr import open_sr_test_set
     from raygrid.nets.generators import create_generator
 
     notes: list[str] = []
@@ -71,7 +71,7 @@ def sr_sample_tiles(data: SweepData, runs: pd.DataFrame, root: str, lr_crop: int
     scale = to_float(first.get("params.generator.scale"))
     scale = int(scale) if np.isfinite(scale) else 4
     try:
-        item = SRTestSet(resolve_sr_root(sets[0], root), scale=scale)[0]
+        item = open_sr_test_set(sets[0], root, scale=scale)[0]
     except Exception as exc:  # noqa: BLE001 — data not on this machine
         return [], [f"Test set {sets[0]!r} is not readable under {root} ({type(exc).__name__}: {exc}): no samples."]
     lr, hr = item["lr"], item["hr"]

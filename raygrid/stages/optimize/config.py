@@ -8,13 +8,15 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from raygrid.spec.backbones import BACKBONES
+from raygrid.spec.datasets import shared_images
 from raygrid.spec.generators import GENERATORS, check_scale, checkpoint_entry, get_preset
-from raygrid.spec.discriminators import GAN_LOSSES, NO_DISCRIMINATOR
+from raygrid.spec.discriminators import CONV_TRUNK, GAN_LOSSES, NO_DISCRIMINATOR, trunk_of
 from raygrid.stages.config import (
     BackboneName,
     Budget,
     DiscriminatorName,
     FidelityConfig,
+    KeyedValueError,
     NonNegFloat,
     PositiveInt,
     Runtime,
@@ -54,14 +56,65 @@ class GeneratorConfig(Strict):
         return self
 
 
+def default_trunk_trainable(discriminator: str) -> bool:
+    """What `trunk_trainable: auto` means: fine-tune CNN trunks (and the from-scratch conv trunk),
+    freeze transformer trunks (projected-GAN style, as ADD does with DINOv2). The paper does not
+    say, so it is a setting; resolved here, in the config, so that validation sees it (a frozen
+    trunk is its starting weights, and the transfer stage refuses such a source)."""
+    trunk = trunk_of(discriminator)
+    if trunk is None:
+        return False
+    info = BACKBONES.get(trunk)
+    return info is None or info.family == "cnn"
+
+
 class AdversarialConfig(Strict):
+    """The discriminator and its training. Settings that cannot matter are normalised so that two
+    grid points differing only in them are caught as the same trial: without a discriminator,
+    `weights` is "random" and the trunk untrained; the conv trunk has no pretrained weights, so its
+    "imagenet" is "random" (its from-scratch init)."""
+
     discriminator: DiscriminatorName = NO_DISCRIMINATOR
     gan_loss: Literal[GAN_LOSSES] = "vanilla"  # type: ignore[valid-type]
-    # "auto": fine-tune CNN trunks, freeze transformer trunks (projected-GAN style, as ADD does
-    # with DINOv2); the paper does not say, so it is a setting.
-    trunk_trainable: bool | Literal["auto"] = "auto"
+    # whether the GAN trains the trunk; "auto" (the default) is resolved when the config is
+    # validated: CNN trunks train, transformer trunks are frozen (default_trunk_trainable)
+    trunk_trainable: bool = True
+    # the trunk's starting weights: "imagenet" (the backbone's standard pretrained weights) or
+    # "random" (a discriminator trained from scratch by the GAN alone), a tag or file:PATH
     weights: WeightsSpec = "imagenet"
     lr: Annotated[float, Field(gt=0)] = 1e-4
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        name = data.get("discriminator", NO_DISCRIMINATOR)
+        if not isinstance(name, str):
+            return data
+        try:
+            trunk = trunk_of(name)
+        except ValueError:
+            return data  # the field validator names the unknown discriminator
+        if trunk is None:
+            data.update(weights="random", trunk_trainable=False)
+            return data
+        if data.get("trunk_trainable", "auto") == "auto":
+            data["trunk_trainable"] = default_trunk_trainable(name)
+        if trunk == CONV_TRUNK and data.get("weights", "imagenet") == "imagenet":
+            data["weights"] = "random"
+        return data
+
+    @property
+    def trunk_trained(self) -> bool:
+        """True if the discriminator's trunk weights change during training (a transfer source)."""
+        return self.discriminator != NO_DISCRIMINATOR and self.trunk_trainable
+
+
+def resolve_trunk_trainable(cfg: SRGanConfig) -> bool:
+    """Whether the trial's discriminator trunk trains (resolved when the config was validated)."""
+    return cfg.adversarial.trunk_trainable
 
 
 class SRLossConfig(Strict):
@@ -110,10 +163,21 @@ class SRDataConfig(Strict):
 
     @model_validator(mode="after")
     def _select_apart_from_report(self) -> SRDataConfig:
+        # image level: slices of one folder (DIV2K-val 0801-0810 / 0811-0900) may be apart or not
         for i, name in enumerate(self.test):
-            if name in self.val:
-                raise ValueError(f"data.test[{i}]: {name!r} is also a selection set (data.val): a set that "
-                                 "selects checkpoints or prunes trials must not be one the tables report")
+            for j, other in enumerate(self.val):
+                shared = shared_images(name, other)
+                if shared is not None:
+                    raise KeyedValueError(
+                        f"test[{i}]", f"{name!r} is also a selection set: it shares {_images(shared)} with "
+                        f"data.val[{j}] {other!r}; a set that selects checkpoints or prunes trials must not be "
+                        "one the tables report")
+        for role in ("val", "test"):
+            for i, name in enumerate(getattr(self, role)):
+                shared = shared_images(name, self.train)
+                if shared is not None:
+                    raise KeyedValueError(f"{role}[{i}]", f"{name!r} shares {_images(shared)} with the training "
+                                          f"set data.train {self.train!r}")
         if not self.val and not self.test:
             raise ValueError("data: expected at least one evaluation set in val or test")
         return self
@@ -131,6 +195,13 @@ class SRDataConfig(Strict):
         if v % 4:
             raise ValueError(f"hr_crop {v} must be a multiple of the scale (4)")
         return v
+
+
+def _images(shared: tuple[str, ...]) -> str:
+    if not shared:
+        return "its images"
+    more = f", ... ({len(shared)} images)" if len(shared) > 3 else ""
+    return "images " + ", ".join(shared[:3]) + more
 
 
 class SREvalConfig(Strict):

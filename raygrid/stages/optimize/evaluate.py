@@ -48,7 +48,7 @@ def png_bytes(tensor: torch.Tensor) -> bytes:
 
 class SREvaluation:
     def __init__(self, cfg: SRGanConfig, env: RunEnv, device: torch.device):
-        from raygrid.data.sr import SRTestSet, resolve_sr_root
+        from raygrid.data.sr import open_sr_test_set
         from raygrid.judge.crops import TestImages, parse_crops
         from raygrid.metrics.panel import build_panel, panel_record
 
@@ -57,7 +57,8 @@ class SREvaluation:
                                  weights=cfg.eval.weights, weights_dir=env.weights_dir, device=str(device))
         self.record = panel_record(self.panel, cfg.fidelity.backbone, discriminator_trunk(cfg))
         # (role, set name) -> dataset; role "val" selects, "test" is reported (the metric prefix)
-        self.sets = {(role, name): SRTestSet(resolve_sr_root(name, env.data_root), scale=cfg.generator.scale)
+        # a named set opens with its slice (DIV2K-val 0801-0810 selects, 0811-0900 is reported)
+        self.sets = {(role, name): open_sr_test_set(name, env.data_root, scale=cfg.generator.scale)
                      for role, names in (("val", cfg.data.val), ("test", cfg.data.test)) for name in names}
         self.crops = (parse_crops(json.dumps({"crops": list(env.samples)}), "RunEnv.samples", cfg.generator.scale)
                       if env.samples else [])

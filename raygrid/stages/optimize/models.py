@@ -24,19 +24,9 @@ import torch.nn.functional as F
 
 from raygrid import io
 from raygrid.data.images import bicubic_downscale
-from raygrid.spec.backbones import BACKBONES
-from raygrid.spec.discriminators import NO_DISCRIMINATOR, split_discriminator
+from raygrid.spec.discriminators import NO_DISCRIMINATOR
 from raygrid.stages import loop
-from raygrid.stages.optimize.config import SRGanConfig
-
-
-def resolve_trunk_trainable(cfg: SRGanConfig) -> bool:
-    setting = cfg.adversarial.trunk_trainable
-    if setting != "auto":
-        return bool(setting)
-    _, trunk = split_discriminator(cfg.adversarial.discriminator)
-    info = BACKBONES.get(trunk)
-    return info is None or info.family == "cnn"  # fine-tune conv trunks, freeze transformers
+from raygrid.stages.optimize.config import SRGanConfig, resolve_trunk_trainable
 
 
 class SRGanModels:

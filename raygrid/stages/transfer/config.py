@@ -13,6 +13,7 @@ from raygrid.stages.config import (
     BackboneName,
     BenchmarkName,
     Budget,
+    KeyedValueError,
     NonNegFloat,
     PositiveInt,
     Runtime,
@@ -22,17 +23,24 @@ from raygrid.stages.config import (
 
 
 class DiscriminatorSource(Strict):
-    """Which optimize run's discriminator trunk initialises the IQA backbone.
+    """The rule that names the optimize run whose discriminator trunk initialises the IQA backbone
+    (init "discriminator"): one cell of the optimize grid, never a metric-based pick across cells.
 
-    The discriminator is `<head>_<IQA backbone>`; the run is the best finished optimize trial (by
-    the optimize stage's metric) with this head, fidelity backbone and adversarial weight.
+    The cell: discriminator `<head>_<IQA backbone>`, fidelity backbone, adversarial weight and the
+    trunk's starting weights (`weights`: "imagenet" = a discriminator fine-tuned from ImageNet,
+    "random" = trained from scratch by the GAN alone); the run of that cell with the transfer
+    trial's own seed (`seed: same`) or a fixed seed; its final checkpoint (or its best by the
+    optimize stage's `report.selection`, a val metric). Validation checks that exactly one optimize
+    trial fits and that its trunk was trained (a frozen trunk is its starting weights: the
+    "imagenet" init by construction).
     """
 
     head: Literal[DISCRIMINATOR_HEADS] = "patch"  # type: ignore[valid-type]
     fidelity_backbone: BackboneName = "vgg16"
-    adversarial_weight: Annotated[float, Field(gt=0)] | None = None  # None = any weight
-    pick: Literal["best", "last"] = "best"
-
+    adversarial_weight: Annotated[float, Field(gt=0)] | None = None  # required for init "discriminator"
+    weights: WeightsSpec = "imagenet"  # the source run's adversarial.weights
+    seed: Literal["same"] | int = "same"
+    checkpoint: Literal["final", "best"] = "final"
 
 class IQAModelConfig(Strict):
     kind: Literal["nr", "fr"] = "nr"
@@ -52,12 +60,23 @@ class IQAModelConfig(Strict):
                 f"({', '.join(t for t in DISCRIMINATOR_TRUNKS if t != CONV_TRUNK)}), "
                 f"not {self.backbone!r}"
             )
+        if (self.init == "discriminator" and not self.discriminator_checkpoint
+                and self.discriminator.adversarial_weight is None):
+            raise KeyedValueError("discriminator.adversarial_weight",
+                                  "init 'discriminator' needs the source cell's adversarial weight (the rule "
+                                  "names one optimize cell)")
         return self
 
 
 class IQADataConfig(Strict):
+    """Training, selection and report sets. Selection (the val split: what a grouped scheduler or a
+    "best" checkpoint looks at) is carved from the training benchmark: its official val split when
+    it has one (KonIQ-10k), else `val_fraction` of its training references (FR: by reference, so
+    no content is in two splits; NR: by image). A test set never selects."""
+
     train: BenchmarkName
     test: list[BenchmarkName]
+    val_fraction: Annotated[float, Field(gt=0, lt=0.5)] = 0.1
     image_size: PositiveInt = 224
     batch_size: PositiveInt = 32
     max_images: PositiveInt | None = None  # cap per split (CPU demo)

@@ -2,8 +2,10 @@
 discriminator's trunk, or random init.
 
 Trained on the train split of `data.train` (targets: scores normalised to [0, 1], higher =
-better), validated on its val split (or test split when the set has no val split), and tested on
-every `data.test` set (its test split when it is the training set, all of it otherwise).
+better), selected on a val split carved from it (its official val split, else a fraction of its
+training references: raygrid.stages.transfer.splits; metrics `val/...`), and tested on every
+`data.test` set (its test split when it is the training set, all of it otherwise; metrics
+`test/<benchmark>/...`). A test set never selects.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch.nn.functional as F
 
 from raygrid.stages import loop
 from raygrid.stages.transfer.config import IQAFinetuneConfig
+from raygrid.stages.transfer.splits import carve_val
 
 
 def build_model(cfg: IQAFinetuneConfig, weights_dir: str | None) -> torch.nn.Module:
@@ -95,8 +98,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         loop.set_rng_state(state["rng"])
     model = ray.train.torch.prepare_model(model, move_to_device=False)
 
-    table = open_benchmark(cfg.data.train, env.data_root, cfg.seed, env.s3_endpoint_url)
-    splits = set(table["split"])
+    table = carve_val(open_benchmark(cfg.data.train, env.data_root, cfg.seed, env.s3_endpoint_url),
+                      cfg.data.val_fraction, cfg.seed)
     train_set = _dataset(subset(table, ["train"], cfg.data.max_images, cfg.seed), "train",
                          cfg.data.image_size, cfg.seed, train=True)
     loader = torch.utils.data.DataLoader(
@@ -108,8 +111,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     eval_sets: dict[str, Any] = {}
     if ctx.is_main:
-        val_split = "val" if "val" in splits else "test"
-        eval_sets["val"] = _dataset(subset(table, [val_split], cfg.data.max_images, cfg.seed), val_split,
+        eval_sets["val"] = _dataset(subset(table, ["val"], cfg.data.max_images, cfg.seed), "val",
                                     cfg.data.image_size, cfg.seed, train=False)
         for name in cfg.data.test:
             t = table if name == cfg.data.train else open_benchmark(name, env.data_root, cfg.seed, env.s3_endpoint_url)

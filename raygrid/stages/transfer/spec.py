@@ -48,12 +48,12 @@ def gflops(c: IQAFinetuneConfig, steps: int) -> float:
 
 class DiscriminatorLineage(Lineage):
     """init "discriminator": the backbone starts from the trunk of the discriminator
-    `<head>_<backbone>` of an optimize run with the named fidelity backbone (and adversarial
-    weight, when given); the runner picks the best such run by the optimize stage's metric."""
+    `<head>_<backbone>` of the one optimize run the rule in `model.discriminator` names (cell and
+    seed; raygrid.stages.transfer.config.DiscriminatorSource). A source whose trunk was frozen is
+    refused: its trunk is its starting weights, an init the grid already has."""
 
     source_stage = "optimize"
     key = "base.model.discriminator"
-    default_selection = ("val/psnr_y", "max")  # the optimize metric when that stage is not in the space
 
     def wants(self, config: IQAFinetuneConfig) -> bool:
         return config.model.init == "discriminator" and not config.model.discriminator_checkpoint
@@ -62,20 +62,35 @@ class DiscriminatorLineage(Lineage):
     def discriminator(config: IQAFinetuneConfig) -> str:
         return f"{config.model.discriminator.head}_{config.model.backbone}"
 
+    @staticmethod
+    def seed(config: IQAFinetuneConfig) -> int:
+        rule = config.model.discriminator.seed
+        return config.seed if rule == "same" else rule
+
     def accepts(self, config: IQAFinetuneConfig, source: object) -> bool:
         src = config.model.discriminator
         return (isinstance(source, SRGanConfig)
                 and source.adversarial.discriminator == self.discriminator(config)
                 and source.fidelity.backbone == src.fidelity_backbone
-                and (src.adversarial_weight is None or source.loss.adversarial_weight == src.adversarial_weight))
+                and source.loss.adversarial_weight == src.adversarial_weight
+                and source.adversarial.weights == src.weights
+                and source.seed == self.seed(config))
+
+    def refuse(self, config: IQAFinetuneConfig, source: SRGanConfig) -> str | None:
+        if source.adversarial.trunk_trained:
+            return None
+        return (f"the source's discriminator trunk was frozen (adversarial.trunk_trainable false): it is its "
+                f"starting weights ({source.adversarial.weights!r}) by construction, not a trunk the GAN trained; "
+                "name a cell whose trunk trains")
 
     def describe(self, config: IQAFinetuneConfig) -> str:
         src = config.model.discriminator
-        return (f"discriminator {self.discriminator(config)!r} with fidelity.backbone {src.fidelity_backbone!r}"
-                + (f" and loss.adversarial_weight {src.adversarial_weight}" if src.adversarial_weight else ""))
+        return (f"discriminator {self.discriminator(config)!r} with fidelity.backbone {src.fidelity_backbone!r}, "
+                f"loss.adversarial_weight {src.adversarial_weight}, adversarial.weights {src.weights!r} "
+                f"and seed {self.seed(config)}")
 
-    def pick(self, config: IQAFinetuneConfig) -> Literal["best", "last"]:
-        return config.model.discriminator.pick
+    def checkpoint(self, config: IQAFinetuneConfig) -> Literal["final", "best"]:
+        return config.model.discriminator.checkpoint
 
     def attach(self, config: IQAFinetuneConfig, checkpoint: str) -> IQAFinetuneConfig:
         model = config.model.model_copy(update={"discriminator_checkpoint": checkpoint})
