@@ -33,6 +33,7 @@ from typing import Literal
 
 import torch
 
+from raygrid.errors import PermanentError
 from raygrid.metrics import sr as sr_metrics
 from raygrid.spec.mlflow import metric_name
 
@@ -126,7 +127,7 @@ PYIQA_NR: dict[str, PyiqaInfo] = {
 }
 
 
-class PyiqaMissingError(ImportError):
+class PyiqaMissingError(PermanentError, ImportError):
     pass
 
 

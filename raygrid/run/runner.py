@@ -1,26 +1,36 @@
-"""Run a sweep: preflight, Ray, one Tune experiment per stage, lineage between stages, MLflow,
-the summary and the report.
+"""Run a sweep: the lock, preflight, Ray, one Tune experiment per stage, lineage between stages,
+MLflow, the summary and the report.
 
 Data flows one way: space → plan → Tune (per stage) → Train loops → MLflow → analysis → report.
+Everything that can be checked before a trial runs is checked before anything is written to
+MLflow: the output folder's lock, the services (tracking server, storage), the data and
+weights (preflight), and whether a trial fits what the cluster can have (concurrency).
+docs/reliability.md describes interruption, failures and the console.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from raygrid import io
-from raygrid.run import lineage, tracking
+from raygrid.errors import PermanentError
+from raygrid.run import interrupt, lineage, tracking
+from raygrid.run.console import Console, StageProgress
+from raygrid.run.lock import sweep_lock
 from raygrid.run.options import RunOptions
-from raygrid.run.preflight import preflight
+from raygrid.run.preflight import check_services, preflight
 from raygrid.run.summary import StageSummary, SweepResult, format_summary, summarise
 from raygrid.space import SpaceError, Stage, Sweep
 from raygrid.spec import mlflow as names
 from raygrid.spec.trainables import get as trainable
+
+
+class SweepStopped(PermanentError, RuntimeError):
+    """The sweep could not go on (no node came up for its trials): one line, exit 1."""
 
 
 def _start_ray(opts: RunOptions) -> bool:
@@ -29,10 +39,13 @@ def _start_ray(opts: RunOptions) -> bool:
 
     # Tune's classic progress output: it honours the trimmed CLIReporter (raygrid.run.tune_stage._reporter).
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # A trial driver that failed for good reports only its failure (raygrid.run.failures), without
+    # the stage metric; Tune would otherwise reject that last result.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     if ray.is_initialized():
         return False
     if opts.address:
-        ray.init(address=opts.address)
+        ray.init(address=opts.address, log_to_driver=True, logging_level="WARNING")
         return True
     # A local instance: faster trainer start-up polling (the default 2 s makes every nested
     # TorchTrainer ~10 s slower); the dashboard must be on so Ray Train can free the placement
@@ -43,18 +56,24 @@ def _start_ray(opts: RunOptions) -> bool:
     return True
 
 
-def run_sweep(sweep: Sweep, opts: RunOptions) -> int:
-    result = execute(sweep, opts)
-    print(format_summary(result))
+def run_sweep(sweep: Sweep, opts: RunOptions, resume_command: str | None = None) -> int:
+    """The CLI's sweep: the console (Ray's output into the log file), signal handling, the run
+    and its summary. Exit code: 0, 1 if every trial failed or the sweep could not go on, 128 +
+    the signal after Ctrl-C (130) or SIGTERM (143)."""
+    out = Path(opts.output_dir).expanduser().resolve()
+    console = Console(out / "logs", verbose=opts.verbose)
+    hint = f"resume with: {resume_command}" if resume_command else "resume with the same command plus --resume"
+    with console, interrupt.Interrupt(console.say, hint):
+        result = execute(sweep, opts, console)
+        console.say(format_summary(result, resume_command))
+    if result.interrupted:
+        return interrupt.exit_code(interrupt.received() or 2)
     failed = sum(s.failed for s in result.stages)
     return 1 if failed and failed == sum(s.trials for s in result.stages) else 0
 
 
-def execute(sweep: Sweep, opts: RunOptions) -> SweepResult:
-    import ray
-
-    from raygrid.run.tune_stage import StageRun, max_concurrent_trials, run_stage
-
+def execute(sweep: Sweep, opts: RunOptions, console: Console | None = None) -> SweepResult:
+    console = console or Console()  # tests: plain prints, nothing redirected
     t_start = time.time()
     out = Path(opts.output_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -65,55 +84,89 @@ def execute(sweep: Sweep, opts: RunOptions) -> SweepResult:
     if opts.s3_endpoint_url:
         os.environ.setdefault("RAYGRID_S3_ENDPOINT_URL", opts.s3_endpoint_url)
         os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", opts.s3_endpoint_url)
+    with sweep_lock(out):
+        check_services(tracking_uri, storage_uri, data_root, endpoint)
+        preflight(sweep, data_root, opts.weights_dir, endpoint)
+        return _run(sweep, opts, console, t_start, out, storage_uri, endpoint, tracking_uri, data_root)
 
-    preflight(sweep, data_root, opts.weights_dir)
-    experiment_id, sweep_run_id = _open_sweep_run(sweep, opts, out, tracking_uri, storage_uri)
+
+def _run(sweep: Sweep, opts: RunOptions, console: Console, t_start: float, out: Path, storage_uri: str,
+         endpoint: str | None, tracking_uri: str, data_root: str) -> SweepResult:
+    import ray
+
+    from raygrid.cluster.capacity import discover
+    from raygrid.run.tune_stage import StageRun, StopOnNoNodes, max_concurrent_trials, run_stage
+
+    started_ray = _start_ray(opts)
+    sweep_run_id = None
+    try:
+        capacity = discover(opts.cluster_config)
+        concurrency = {name: max_concurrent_trials(stage, capacity, opts.max_concurrent)
+                       for name, stage in sweep.stages.items()}  # "no trial fits" before MLflow is written
+        experiment_id, sweep_run_id = _open_sweep_run(sweep, opts, out, tracking_uri, storage_uri)
+    except BaseException:
+        if started_ray:
+            ray.shutdown()
+        raise
     client = names.client(tracking_uri)
-    result = SweepResult(sweep.name, sweep_run_id, tracking_uri, str(out), storage_uri)
-    print(f"sweep {sweep.name!r}: MLflow run {sweep_run_id} in {tracking_uri}; trial state in {storage_uri}")
-
+    result = SweepResult(sweep.name, sweep_run_id, tracking_uri, str(out), storage_uri,
+                         log_file=str(console.log_file) if console.log_file else None)
+    console.say(f"sweep {sweep.name!r}: MLflow run {sweep_run_id} in {tracking_uri}; trial state in {storage_uri}")
     env = {"data_root": data_root, "weights_dir": opts.weights_dir, "s3_endpoint_url": endpoint,
            "sweep_name": sweep.name}
-    started_ray = _start_ray(opts)
-    ok = False
+    ok, stopped = False, None
     try:
-        cluster = ray.cluster_resources()
         for name, stage in sweep.stages.items():
+            if interrupt.received() is not None:
+                result.not_started.append(name)
+                continue
             t0 = time.time()
             summary = StageSummary(name)
-            specs, skipped = _trial_specs(sweep, stage, tracking_uri, sweep_run_id)
+            specs, skipped = _trial_specs(sweep, stage, tracking_uri, sweep_run_id, console)
             summary.skipped = len(skipped)
             if not specs:
                 result.stages.append(summary)
                 continue
             sched = stage.spec.scheduler
-            callback = tracking.TrialRunLogger(
+            n = len(specs) if not stage.spec.search else stage.spec.search.num_samples
+            logger = tracking.TrialRunLogger(
                 tracking_uri, experiment_id, sweep_run_id, sweep.name, name, sched.metric, sched.mode,
                 stage.spec.budget.steps, storage_uri, endpoint,
                 points=specs if stage.spec.search else None)
-            run = StageRun(sweep.name, storage_uri, env, max_concurrent_trials(stage, cluster, opts.max_concurrent),
-                           opts.resume, [callback], cluster)
-            print(f"[{name}] {len(specs) if not stage.spec.search else stage.spec.search.num_samples} trials, "
-                  f"up to {run.max_concurrent} at a time")
+            progress = StageProgress(console, name, n, stage.spec.budget.steps, sched.metric, sched.mode)
+            stopper = StopOnNoNodes()
+            run = StageRun(sweep.name, storage_uri, env, concurrency[name], opts.resume, [logger, progress],
+                           capacity, node_timeout_s=opts.node_timeout * 60, stopper=stopper)
+            console.say(f"[{name}] {n} trials, up to {run.max_concurrent} at a time ({capacity.source}); "
+                        f"a trial waits up to {opts.node_timeout:g} min for room on a node")
             grid = run_stage(stage, run, specs)
-            summarise(grid, stage, summary)
+            summarise(grid, stage, summary, progress, interrupted=interrupt.received() is not None)
             summary.seconds = time.time() - t0
             result.stages.append(summary)
-        ok = True
+            if stopper.failure is not None:
+                stopped = stopper.failure
+                result.not_started.extend(n for n in sweep.stages if n not in {s.name for s in result.stages})
+                break
+        ok = interrupt.received() is None and stopped is None
     finally:
+        signum = interrupt.received()
+        result.interrupted = interrupt.signal_name(signum) if signum is not None else None
         result.seconds = time.time() - t_start
         for s in result.stages:
-            for key in ("trials", "finished", "stopped", "failed", "skipped"):
+            for key in ("trials", "finished", "stopped", "failed", "interrupted", "skipped"):
                 client.log_metric(sweep_run_id, f"{s.name}/{key}", getattr(s, key))
         if ok and opts.report:
             try:
                 result.report = _report(result)
             except Exception as e:  # the sweep's results are in MLflow either way; say so, close the run
-                print(f"report failed ({type(e).__name__}: {e}); rerun it with "
-                      f"raygrid report --experiment {sweep.name} --tracking-uri {tracking_uri}", file=sys.stderr)
-        tracking.end_run(tracking_uri, sweep_run_id, ok)
+                console.say(f"report failed ({type(e).__name__}: {e}); rerun it with "
+                            f"raygrid report --experiment {sweep.name} --tracking-uri {tracking_uri}")
+        tracking.end_run(tracking_uri, sweep_run_id, ok, status="KILLED" if signum is not None else None)
         if started_ray:
             ray.shutdown()
+    if stopped is not None:
+        console.say(format_summary(result))
+        raise SweepStopped(stopped.message)
     return result
 
 
@@ -145,7 +198,8 @@ def _open_sweep_run(sweep: Sweep, opts: RunOptions, out: Path, tracking_uri: str
     return experiment_id, sweep_run_id
 
 
-def _trial_specs(sweep: Sweep, stage: Stage, tracking_uri: str, sweep_run_id: str) -> tuple[list[dict], list[int]]:
+def _trial_specs(sweep: Sweep, stage: Stage, tracking_uri: str, sweep_run_id: str,
+                 console: Console) -> tuple[list[dict], list[int]]:
     """The stage's trials as JSON for Tune, with lineage sources filled in; trials whose source
     run does not exist are skipped (returned by index)."""
     found, skipped = {}, []
@@ -156,8 +210,8 @@ def _trial_specs(sweep: Sweep, stage: Stage, tracking_uri: str, sweep_run_id: st
         runs = lineage.source_runs(tracking_uri, sweep.name, lin, metric)
         found, skipped = lineage.choose(stage, lin, runs, sweep_run_id, mode)
     if skipped:
-        print(f"[{stage.name}] {len(skipped)} trial(s) skipped: no {lin.source_stage} run they can start from "
-              f"(trial indices {skipped})", file=sys.stderr)
+        console.say(f"[{stage.name}] {len(skipped)} trial(s) skipped: no {lin.source_stage} run they can start "
+                    f"from (trial indices {skipped})")
     specs = []
     for t in stage.trials:
         if t.index in skipped:
@@ -176,5 +230,3 @@ def _report(result: SweepResult) -> str | None:
 
     return build_report(result.experiment, tracking_uri=result.tracking_uri, sweep_run_id=result.sweep_run_id,
                         out_dir=str(Path(result.output_dir) / "report"))
-
-

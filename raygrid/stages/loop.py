@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
+from raygrid.errors import PermanentError
 from raygrid.run.telemetry import TrialTelemetry
 from raygrid.stages.config import Budget
 
@@ -46,7 +47,7 @@ class RunEnv:
     sweep_name: str = ""
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(PermanentError, RuntimeError):
     """A loss became NaN/inf. Fails the trial with the step and the losses."""
 
 
