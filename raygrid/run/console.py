@@ -165,7 +165,6 @@ class StageProgress(_callback_base()):
         self._show(trials, force=True)
 
     def on_step_end(self, iteration, trials, **info):
-        self.running = sum(1 for t in trials if t.status == "RUNNING")
         self._show(trials)
 
     def on_experiment_end(self, trials, **info):
@@ -212,6 +211,7 @@ class StageProgress(_callback_base()):
     def _show(self, trials, force: bool = False, final: bool = False) -> None:
         if self.console is None:
             return
+        self.running = sum(1 for t in trials if t.status == "RUNNING")
         now = time.time()
         counts = tuple(self.counts().items())
         if self.console.tty:

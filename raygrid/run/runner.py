@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 from raygrid import io
 from raygrid.errors import PermanentError
-from raygrid.run import interrupt, lineage, tracking
+from raygrid.run import interrupt, lineage, reaper, tracking
 from raygrid.run.console import Console, StageProgress
 from raygrid.run.lock import sweep_lock
 from raygrid.run.options import RunOptions
@@ -51,9 +53,32 @@ def _start_ray(opts: RunOptions) -> bool:
     # TorchTrainer ~10 s slower); the dashboard must be on so Ray Train can free the placement
     # groups of trials that Tune stops (ray[default], State API).
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
-    ray.init(num_cpus=opts.num_cpus, num_gpus=opts.num_gpus, include_dashboard=True,
-             log_to_driver=True, configure_logging=True, logging_level="WARNING")
+    # Ray's processes start with SIGINT ignored (a disposition that survives exec): a Ctrl-C at
+    # the terminal reaches the whole process group, and the dashboard it would kill is what
+    # frees the placement groups of the trials the sweep is stopping.
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        ray.init(num_cpus=opts.num_cpus, num_gpus=opts.num_gpus, include_dashboard=True,
+                 log_to_driver=True, configure_logging=True, logging_level="WARNING")
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
+    global _reaper
+    _reaper = reaper.start()  # kills what Ray leaves behind if this process dies (docs/reliability.md)
     return True
+
+
+_reaper = None  # the watchdog of the local Ray instance's processes (raygrid.run.reaper)
+
+
+def _shutdown_ray() -> None:
+    import ray
+
+    global _reaper
+    ray.shutdown()
+    reaper.stop(_reaper)
+    _reaper = None
 
 
 def run_sweep(sweep: Sweep, opts: RunOptions, resume_command: str | None = None) -> int:
@@ -92,8 +117,6 @@ def execute(sweep: Sweep, opts: RunOptions, console: Console | None = None) -> S
 
 def _run(sweep: Sweep, opts: RunOptions, console: Console, t_start: float, out: Path, storage_uri: str,
          endpoint: str | None, tracking_uri: str, data_root: str) -> SweepResult:
-    import ray
-
     from raygrid.cluster.capacity import discover
     from raygrid.run.tune_stage import StageRun, StopOnNoNodes, max_concurrent_trials, run_stage
 
@@ -106,7 +129,7 @@ def _run(sweep: Sweep, opts: RunOptions, console: Console, t_start: float, out: 
         experiment_id, sweep_run_id = _open_sweep_run(sweep, opts, out, tracking_uri, storage_uri)
     except BaseException:
         if started_ray:
-            ray.shutdown()
+            _shutdown_ray()
         raise
     client = names.client(tracking_uri)
     result = SweepResult(sweep.name, sweep_run_id, tracking_uri, str(out), storage_uri,
@@ -137,7 +160,7 @@ def _run(sweep: Sweep, opts: RunOptions, console: Console, t_start: float, out: 
             stopper = StopOnNoNodes()
             run = StageRun(sweep.name, storage_uri, env, concurrency[name], opts.resume, [logger, progress],
                            capacity, node_timeout_s=opts.node_timeout * 60, stopper=stopper)
-            console.say(f"[{name}] {n} trials, up to {run.max_concurrent} at a time ({capacity.source}); "
+            console.say(f"[{name}] {n} trial{'s' if n != 1 else ''}, up to {run.max_concurrent} at a time ({capacity.source}); "
                         f"a trial waits up to {opts.node_timeout:g} min for room on a node")
             grid = run_stage(stage, run, specs)
             summarise(grid, stage, summary, progress, interrupted=interrupt.received() is not None)
@@ -163,7 +186,7 @@ def _run(sweep: Sweep, opts: RunOptions, console: Console, t_start: float, out: 
                             f"raygrid report --experiment {sweep.name} --tracking-uri {tracking_uri}")
         tracking.end_run(tracking_uri, sweep_run_id, ok, status="KILLED" if signum is not None else None)
         if started_ray:
-            ray.shutdown()
+            _shutdown_ray()
     if stopped is not None:
         console.say(format_summary(result))
         raise SweepStopped(stopped.message)
