@@ -42,17 +42,23 @@ class Capacity:
     resources: dict[str, float]
     source: str  # for people: "the 2 nodes present" / "autoscaler config <file>: 8 x gpu_1x, ..."
     autoscaling: bool = False
-    node_types: dict[str, dict[str, float]] = field(default_factory=dict)  # worker types (autoscaling)
+    node_types: dict[str, dict[str, float]] = field(default_factory=dict)  # head and worker types (autoscaling)
 
     def trials(self, needs: dict[str, float]) -> int:
         """How many trials needing `needs` (resource -> amount) fit at once."""
-        counts = [math.floor(self.resources.get(r, 0.0) / n + 1e-9) for r, n in needs.items() if n > 0]
-        return min(counts) if counts else 0
+        counts = [self.resources.get(r, 0.0) / n for r, n in needs.items() if n > 0]
+        finite = [math.floor(c + 1e-9) for c in counts if not math.isinf(c)]
+        return min(finite) if finite else (2**31 - 1 if counts else 0)
 
     def fitting_types(self, per_worker: dict[str, float]) -> list[str]:
-        """The worker node types one Train worker fits on (autoscaling clusters)."""
+        """The node types one Train worker fits on (autoscaling clusters)."""
+        def holds(res: dict[str, float], r: str, n: float) -> bool:
+            if r == "CPU" and r not in res:
+                return True  # not stated in cluster.yaml: `ray up` fills it in from the instance type
+            return res.get(r, 0.0) + 1e-9 >= n
+
         return [name for name, res in self.node_types.items()
-                if all(res.get(r, 0.0) + 1e-9 >= n for r, n in per_worker.items() if n > 0)]
+                if all(holds(res, r, n) for r, n in per_worker.items() if n > 0)]
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -81,7 +87,11 @@ def from_config(config: dict[str, Any], source: str) -> Capacity:
     limits = {name: int(t.get("max_workers", total_cap)) for name, t in types.items() if name != head}
     resources: dict[str, float] = {k: float(v) for k, v in ((types.get(head) or {}).get("resources") or {}).items()}
     names = {r for res in workers.values() for r in res}
-    for r in names:
+    for r in names | {"CPU"}:
+        if r == "CPU" and any("CPU" not in res for name, res in workers.items() if limits[name] > 0):
+            # cluster.yaml names GPUs only; `ray up` fills in the CPUs of AWS instance types later
+            resources["CPU"] = math.inf
+            continue
         left, amount = total_cap, 0.0
         for name in sorted(workers, key=lambda n: -workers[n].get(r, 0.0)):
             n = min(limits[name], left)
@@ -89,7 +99,8 @@ def from_config(config: dict[str, Any], source: str) -> Capacity:
             left -= n
         resources[r] = resources.get(r, 0.0) + amount
     shown = ", ".join(f"{limits[n]} x {n}" for n in workers if limits[n] > 0) or "no worker types"
-    return Capacity(resources, f"{source}: head + {shown} (at most {total_cap} workers)", True, workers)
+    every = {**workers, head: {k: float(v) for k, v in ((types.get(head) or {}).get("resources") or {}).items()}}
+    return Capacity(resources, f"{source}: head + {shown} (at most {total_cap} workers)", True, every)
 
 
 def autoscaler_config_path(gcs_address: str | None) -> str | None:
@@ -152,4 +163,7 @@ def discover(cluster_config: str | None = None) -> Capacity:
 
 
 def describe_resources(res: dict[str, float]) -> str:
-    return json.dumps({k: (int(v) if float(v).is_integer() else v) for k, v in sorted(res.items())})
+    def shown(v: float):
+        return "unknown" if math.isinf(v) else int(v) if float(v).is_integer() else v
+
+    return json.dumps({k: shown(v) for k, v in sorted(res.items())})

@@ -194,8 +194,7 @@ def max_concurrent_trials(stage: Stage, capacity: Capacity, override: int | None
     r = stage.spec.resources
     per_worker = {"CPU": r.cpus_per_worker, "GPU": r.gpus_per_worker}
     where = f"stages.{stage.name}.resources"
-    if capacity.autoscaling and capacity.node_types and not capacity.fitting_types(per_worker) \
-            and not _fits(capacity.resources, per_worker):
+    if capacity.autoscaling and capacity.node_types and not capacity.fitting_types(per_worker):
         raise SpaceError(where, "", f"no node type of {capacity.source} can hold one worker of "
                          f"{_article(stage.name)} trial ({describe_resources({k: v for k, v in per_worker.items() if v})})")
     if override is not None:
@@ -210,10 +209,6 @@ def max_concurrent_trials(stage: Stage, capacity: Capacity, override: int | None
                          f"{_article(stage.name)} trial needs {describe_resources({k: v for k, v in needs.items() if v})}"
                          f"{hint}")
     return n
-
-
-def _fits(resources: dict[str, float], per_worker: dict[str, float]) -> bool:
-    return all(resources.get(k, 0.0) + 1e-9 >= v for k, v in per_worker.items() if v)
 
 
 def run_stage(stage: Stage, run: StageRun, specs: list[dict[str, Any]]):
