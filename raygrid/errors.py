@@ -41,11 +41,22 @@ def _allocate(cls: type[BaseException], args: tuple[Any, ...]) -> BaseException:
     raise TypeError(f"cannot rebuild {cls.__qualname__}")
 
 
+TRACEBACK_ATTR = "raised_at"  # the traceback text an exception carries across processes
+
+
 class Picklable(Exception):
-    """Pickles as (class, args, attributes), whatever the class's `__init__` takes."""
+    """Pickles as (class, args, attributes), whatever the class's `__init__` takes. A raised
+    exception also takes its traceback along as text (`raised_at`): pickle drops
+    `__traceback__`, and the copy Ray Train keeps is not reliable (it can hold no frame at all),
+    so the file and line it was raised at would be lost."""
 
     def __reduce__(self):
-        return _rebuild, (type(self), self.args, dict(self.__dict__))
+        state = dict(self.__dict__)
+        if self.__traceback__ is not None and TRACEBACK_ATTR not in state:
+            import traceback
+
+            state[TRACEBACK_ATTR] = "".join(traceback.format_exception(type(self), self, self.__traceback__))
+        return _rebuild, (type(self), self.args, state)
 
 
 class PermanentError(Picklable):

@@ -162,6 +162,17 @@ def discover(cluster_config: str | None = None) -> Capacity:
     return Capacity(merged, found.source, True, found.node_types)
 
 
+def autoscaler_log() -> str:
+    """Where this cluster's autoscaler logs (on the head): the session's monitor.log."""
+    import ray
+
+    node = getattr(ray._private.worker.global_worker, "node", None)
+    try:
+        return str(Path(node.get_logs_dir_path()) / "monitor.log")
+    except Exception:  # not connected, or an older/newer Node without it
+        return AUTOSCALER_LOG
+
+
 def describe_resources(res: dict[str, float]) -> str:
     def shown(v: float):
         return "unknown" if math.isinf(v) else int(v) if float(v).is_integer() else v

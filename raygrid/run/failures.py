@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from raygrid.errors import PermanentError, Picklable
+from raygrid.errors import TRACEBACK_ATTR, PermanentError, Picklable
 
 # The key of the last result of a trial that failed for good (a JSON `Failure`).
 RESULT_KEY = "raygrid/failure"
@@ -129,7 +129,9 @@ def _original(exc: BaseException) -> tuple[BaseException, str]:
             continue
         base = getattr(exc, "_base_exc", None)  # Train's UserExceptionWithTraceback
         if base is not None:
-            return base, getattr(exc, "_traceback_str", "") or _format(base)
+            carried = getattr(base, TRACEBACK_ATTR, None)  # raygrid's own: the text it was raised with
+            train_tb = getattr(exc, "_traceback_str", "")
+            return base, carried if carried else (train_tb if _FRAME.search(train_tb or "") else _format(base) or train_tb)
         cause = getattr(exc, "cause", None)  # ray.exceptions.RayTaskError
         if isinstance(cause, BaseException) and cause is not exc:
             exc = cause
@@ -150,6 +152,7 @@ def describe(exc: BaseException) -> Failure:
     if isinstance(cause, TrialCrashed):
         return cause.failure
     original, tb = _original(exc)
+    tb = getattr(original, TRACEBACK_ATTR, None) or tb
     if isinstance(original, TrialCrashed):
         return original.failure
     kind = "permanent" if isinstance(original, PermanentError) else "crash"

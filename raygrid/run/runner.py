@@ -117,7 +117,7 @@ def execute(sweep: Sweep, opts: RunOptions, console: Console | None = None) -> S
 
 def _run(sweep: Sweep, opts: RunOptions, console: Console, t_start: float, out: Path, storage_uri: str,
          endpoint: str | None, tracking_uri: str, data_root: str) -> SweepResult:
-    from raygrid.cluster.capacity import discover
+    from raygrid.cluster.capacity import autoscaler_log, discover
     from raygrid.run.tune_stage import StageRun, StopOnNoNodes, max_concurrent_trials, run_stage
 
     started_ray = _start_ray(opts)
@@ -159,7 +159,8 @@ def _run(sweep: Sweep, opts: RunOptions, console: Console, t_start: float, out: 
             progress = StageProgress(console, name, n, stage.spec.budget.steps, sched.metric, sched.mode)
             stopper = StopOnNoNodes()
             run = StageRun(sweep.name, storage_uri, env, concurrency[name], opts.resume, [logger, progress],
-                           capacity, node_timeout_s=opts.node_timeout * 60, stopper=stopper)
+                           capacity, node_timeout_s=opts.node_timeout * 60, stopper=stopper,
+                           autoscaler_log=autoscaler_log())
             console.say(f"[{name}] {n} trial{'s' if n != 1 else ''}, up to {run.max_concurrent} at a time ({capacity.source}); "
                         f"a trial waits up to {opts.node_timeout:g} min for room on a node")
             grid = run_stage(stage, run, specs)

@@ -48,6 +48,7 @@ class StageRun:
     node_timeout_s: float = 1800.0  # how long a trial's workers may wait for room (nodes)
     stopper: Any = None  # a tune.Stopper (StopOnNoNodes) shared with the runner
     verbose: int = 1  # Tune's verbosity (its status tables go to the sweep's log file)
+    autoscaler_log: str = AUTOSCALER_LOG  # named in the "no node came up" line
 
 
 def trial_driver(config: dict[str, Any], env: dict[str, Any], stage: dict[str, Any],
@@ -114,7 +115,8 @@ def _no_nodes(error: BaseException, stage: dict[str, Any]) -> failures.Failure |
     what = "GPU" if res["gpus_per_worker"] else describe_resources(_per_worker(res))
     if stage.get("autoscaling"):
         message = (f"no {what} node came up in {minutes:g} min: check EC2 quota and the autoscaler log "
-                   f"({AUTOSCALER_LOG} on the head; `ray status` lists pending and failed launches)")
+                   f"({stage.get('autoscaler_log', AUTOSCALER_LOG)} on the head; `ray status` lists pending and "
+                   "failed launches)")
     else:
         message = (f"the workers of a {stage['name']} trial ({what}) found no room in {minutes:g} min on a "
                    f"cluster that does not autoscale")
@@ -223,6 +225,7 @@ def run_stage(stage: Stage, run: StageRun, specs: list[dict[str, Any]]):
         "resources": spec.resources.model_dump(),
         "train_storage": io.join(run.storage_uri, run.sweep_name, "train"),
         "node_timeout_s": run.node_timeout_s, "autoscaling": run.capacity.autoscaling,
+        "autoscaler_log": run.autoscaler_log,
     }
     searcher = None
     if spec.search is None:
