@@ -43,7 +43,9 @@ def test_ctrl_c_mid_stage_stops_cleanly_and_resume_finishes(tmp_path, cache):
     space = rp.tiny_space("ctrlc", {"assess": dict(rp.TINY_ASSESS),
                                     "optimize": rp.tiny_optimize(steps=12, eval_every=2, trials=2),
                                     "transfer": {"axes": {"model.backbone": ["resnet50"], "model.init": ["random"]},
-                                                 "budget": {"steps": 4, "eval_every": 2}, "linked": {
+                                                 "budget": {"steps": 4, "eval_every": 2},
+                                                 "scheduler": {"kind": "none", "metric": "val/srcc", "mode": "max"},
+                                                 "linked": {
                                                      "protocol": {"nr": {"model.kind": "nr", "data.train": "demo_nr",
                                                                          "data.test": ["demo_nr"]}}},
                                                  "base": {"data": {"max_images": 16, "batch_size": 4}, "n_boot": 20}}},
