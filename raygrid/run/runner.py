@@ -164,7 +164,8 @@ def _run(sweep: Sweep, opts: RunOptions, console: Console, t_start: float, out: 
             console.say(f"[{name}] {n} trial{'s' if n != 1 else ''}, up to {run.max_concurrent} at a time ({capacity.source}); "
                         f"a trial waits up to {opts.node_timeout:g} min for room on a node")
             grid = run_stage(stage, run, specs)
-            summarise(grid, stage, summary, progress, interrupted=interrupt.received() is not None)
+            summarise(grid, stage, summary, progress, interrupted=interrupt.received() is not None,
+                      aborted=stopper.failure)
             summary.seconds = time.time() - t0
             result.stages.append(summary)
             if stopper.failure is not None:

@@ -38,10 +38,11 @@ class SweepResult:
     log_file: str | None = None
 
 
-def summarise(grid, stage: Stage, summary: StageSummary, progress=None, interrupted: bool = False) -> None:
+def summarise(grid, stage: Stage, summary: StageSummary, progress=None, interrupted: bool = False,
+              aborted: failures.Failure | None = None) -> None:
     """Count the stage's trials. `progress` (console.StageProgress) knows how the trials of this
     invocation ended; a trial neither finished nor failed when a signal stopped the fit was
-    interrupted."""
+    interrupted, and one the stage was stopped under (`aborted`: no node came up) failed."""
     sched = stage.spec.scheduler
     ended = progress.ended if progress is not None else {}
     best_value, best_name = None, "-"
@@ -54,8 +55,11 @@ def summarise(grid, stage: Stage, summary: StageSummary, progress=None, interrup
             summary.failed += 1
             summary.failures.append(f"{trial_id or '?'}: {failure.line()}")
             continue
-        if interrupted and ended.get(trial_id) is None and m.get("step", 0) < stage.spec.budget.steps \
-                and not m.get("done"):
+        unfinished = ended.get(trial_id) is None and m.get("step", 0) < stage.spec.budget.steps and not m.get("done")
+        if aborted is not None and unfinished:
+            summary.failed += 1
+            summary.failures.append(f"{trial_id or '?'}: stopped with its stage ({aborted.type})")
+        elif interrupted and unfinished:
             summary.interrupted += 1
         elif m.get("step", 0) >= stage.spec.budget.steps:
             summary.finished += 1
