@@ -3,7 +3,7 @@
     raygrid sweep   [--space demo|paper|PATH] [--dry-run] ...   plan and run a sweep (python -m raygrid.sweep)
     raygrid plan    [--space ...] [--plan-out FILE]              the dry run: trials, axes, resources, GPU-hours
     raygrid report  --experiment NAME [--tracking-uri URI] ...   the asymmetry report of a sweep, from MLflow
-    raygrid data    demo [--data-root DIR]                       build the offline demo data; print where
+    raygrid data    demo [--force]                               build the offline demo data (raygrid's cache); print where
     raygrid data    prepare SET|FOLDER|s3:// [--out DIR]         the prepared store of an SR training set
     raygrid cluster check cluster.yaml [--strict]                offline checks of the AWS cluster file
     raygrid judge   --experiment NAME [--port P] [--sync]        side-by-side human judging of a sweep's SR crops
@@ -88,7 +88,10 @@ _RUN_FLAGS: dict[str, dict] = {
     "num_cpus": {"type": int},
     "num_gpus": {"type": int},
     "max_concurrent": {"type": int},
+    "cluster_config": {"metavar": "FILE"},
+    "node_timeout": {"type": float, "metavar": "MIN", "default": 30.0},
     "resume": {"action": "store_true"},
+    "verbose": {"action": "store_true", "flags": ("-v", "--verbose")},
 }
 
 
@@ -97,28 +100,62 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (trials per stage, axes, resources, GPU-hour estimate) and exit")
     for name, kw in _RUN_FLAGS.items():
-        p.add_argument("--" + name.replace("_", "-"), help=RunOptions.model_fields[name].description, **kw)
+        kw = dict(kw)
+        flags = kw.pop("flags", ("--" + name.replace("_", "-"),))
+        p.add_argument(*flags, dest=name, help=RunOptions.model_fields[name].description, **kw)
     p.add_argument("--no-report", action="store_true", help="skip the analysis and report at the end")
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
-    return RunOptions(**{name: getattr(args, name) for name in _RUN_FLAGS}, report=not args.no_report)
+    """The run options from the flags; a bad value is one SpaceError naming the flag."""
+    from pydantic import ValidationError
+
+    try:
+        return RunOptions(**{name: getattr(args, name) for name in _RUN_FLAGS}, report=not args.no_report)
+    except ValidationError as e:
+        err = e.errors()[0]
+        flag = "--" + str(err["loc"][0]).replace("_", "-")
+        msg = err["msg"].replace("Input should be", "expected")
+        raise SpaceError(flag, "", f"{err.get('input')!r}: {msg}") from None
+
+
+def resume_command(argv: list[str] | None = None) -> str:
+    """The command that resumes this sweep: how it was started, plus --resume."""
+    import shlex
+    from pathlib import Path
+
+    argv = list(sys.argv if argv is None else argv)
+    prog = Path(argv[0]) if argv else Path("raygrid")
+    if prog.name == "sweep.py" and prog.parent.name == "raygrid":
+        head = ["python", "-m", "raygrid.sweep"]
+    elif prog.name == "__main__.py" and prog.parent.name == "raygrid":
+        head = ["python", "-m", "raygrid"]
+    else:
+        head = [prog.name]
+    rest = argv[1:]
+    return shlex.join(head + rest + ([] if "--resume" in rest else ["--resume"]))
 
 
 def run_sweep(args: argparse.Namespace) -> int:
     try:
         sweep = _load(args)
+        opts = run_options(args)
     except SpaceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     _plan(args, sweep, show=args.dry_run)
     if args.dry_run:
         return 0
+    from raygrid.errors import PermanentError
+    from raygrid.run.runner import SweepStopped
     from raygrid.run.runner import run_sweep as run  # heavy: Ray, MLflow, torch
 
     try:
-        return run(sweep, run_options(args))
-    except SpaceError as e:  # preflight problems (missing weights, datasets) are reported the same way
+        return run(sweep, opts, resume_command())
+    except SweepStopped as e:  # no node came up: the cluster, not the input
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except (SpaceError, PermanentError) as e:  # preflight, services, the lock, "no trial fits"
         print(f"error: {e}", file=sys.stderr)
         return 2
 
@@ -173,10 +210,8 @@ def run_report(args: argparse.Namespace) -> int:
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
     commands = p.add_subparsers(dest="data_command", required=True)
     demo = commands.add_parser("demo", help="build the offline demo data (scikit-image's images, real benchmark "
-                                            "formats) and print where each set is")
-    demo.add_argument("--data-root", default=None,
-                      help="where to build it (default: $RAYGRID_DATA, else the raygrid cache; an s3:// root "
-                      "builds in the cache)")
+                                            "formats) in raygrid's cache ($RAYGRID_CACHE, else ~/.cache/raygrid), "
+                                            "where sweeps find it, and print where each set is")
     demo.add_argument("--force", action="store_true", help="rebuild even if a current build is there")
     from raygrid.data.sr_store import add_prepare_arguments
 
@@ -190,10 +225,9 @@ def run_data(args: argparse.Namespace) -> int:
         from raygrid.data.sr_store import run_prepare
 
         return run_prepare(args)
-    from raygrid import io
     from raygrid.data.demo import build_demo
 
-    for name, folder in build_demo(io.data_root(args.data_root), force=args.force).items():
+    for name, folder in build_demo(None, force=args.force).items():
         print(f"{name}\t{folder}")
     return 0
 

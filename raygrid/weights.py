@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from raygrid.errors import PermanentError
 from raygrid.spec.generators import GENERATOR_WEIGHTS
 from raygrid.spec.backbones import (
     FILE_PREFIX,
@@ -66,11 +67,11 @@ MANIFEST: dict[str, WeightFile] = {
 }
 
 
-class MissingWeightsError(FileNotFoundError):
+class MissingWeightsError(PermanentError, FileNotFoundError):
     """A weights file is not in the weights dir nor in any library cache (nothing downloads)."""
 
 
-class WeightsHashError(ValueError):
+class WeightsHashError(PermanentError, ValueError):
     """A weights file exists but its sha256 is not the one the manifest records."""
 
 

@@ -30,7 +30,7 @@ from raygrid.analysis.load import _dedupe, load_sweep
 from raygrid.analysis.report.samples import representative_runs
 
 R, V, RES, C = F.R, F.V, F.RES, F.C
-FAILED = "failed: loop.py:88 RuntimeError: CUDA error: out of memory"
+FAILED = "failed: RuntimeError: CUDA error: out of memory (raygrid/stages/optimize/loop.py:88 in step)"
 
 
 @pytest.fixture(scope="session")

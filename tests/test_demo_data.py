@@ -92,10 +92,14 @@ def test_sr_sets(demo):
     assert s["hr"].shape == (3, 192, 192) and s["lr"].shape == (3, 48, 48)
 
 
-def test_resolvers_build_the_demo(tmp_path):
-    assert resolve_sr_root("demo_sr_val", str(tmp_path)) == os.path.join(str(tmp_path), "demo/sr/val")
-    assert os.path.isfile(tmp_path / "demo" / MARKER)
-    assert resolve_benchmark_root("demo_nr", str(tmp_path)) == os.path.join(str(tmp_path), "demo/iqa_nr")
+def test_resolvers_build_the_demo_in_the_cache_never_in_the_data_root(monkeypatch, tmp_path):
+    monkeypatch.setenv("RAYGRID_CACHE", str(tmp_path / "cache"))
+    user_root = tmp_path / "my-datasets"
+    user_root.mkdir()
+    assert resolve_sr_root("demo_sr_val", str(user_root)) == str(tmp_path / "cache" / "demo" / "sr" / "val")
+    assert os.path.isfile(tmp_path / "cache" / "demo" / MARKER)
+    assert resolve_benchmark_root("demo_nr", str(user_root)) == str(tmp_path / "cache" / "demo" / "iqa_nr")
+    assert list(user_root.iterdir()) == []  # nothing written into the user's data root
 
 
 def test_default_root_is_raygrid_cache(monkeypatch, tmp_path):

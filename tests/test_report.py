@@ -86,7 +86,7 @@ def test_report_writes_html_csv_and_png(report, page):
 
 def test_trials_that_missed_the_common_step_are_listed_not_ranked(page, report):
     # listed with their outcome and step, never pooled: their cells say so
-    for line in ("stopped at step 20", "collapsed at step 20", "failed: loop.py:88 RuntimeError: CUDA error: out of memory"):
+    for line in ("stopped at step 20", "collapsed at step 20", "failed: RuntimeError: CUDA error: out of memory (raygrid/stages/optimize/loop.py:88 in step)"):
         assert line in page
     assert "0/1 compared; 1 collapsed at step 20" in page and "0/1 compared; 1 not run" in page
     ranks = pd.read_csv(report.parent / "asymmetry_ranks.csv")

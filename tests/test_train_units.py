@@ -105,15 +105,18 @@ def test_trunk_trainable_auto_fine_tunes_cnns_and_freezes_transformers():
 
 
 def test_concurrency_follows_gpu_and_cpu_arithmetic():
+    from raygrid.cluster.capacity import Capacity
+
     paper = load_space("paper").stages["optimize"]
-    assert max_concurrent_trials(paper, {"CPU": 64, "GPU": 16}, None) == 16
-    assert max_concurrent_trials(paper, {"CPU": 64, "GPU": 16}, 3) == 3
-    with pytest.raises(SpaceError, match="no trial fits: the cluster has 0 GPUs"):
-        max_concurrent_trials(paper, {"CPU": 64}, None)
+    gpus = Capacity({"CPU": 160, "GPU": 16}, "the nodes present")  # 8 CPUs per trial: GPUs bound it
+    assert max_concurrent_trials(paper, gpus, None) == 16
+    assert max_concurrent_trials(paper, gpus, 3) == 3
+    with pytest.raises(SpaceError, match="no trial fits"):
+        max_concurrent_trials(paper, Capacity({"CPU": 64}, "the nodes present"), None)
     demo = load_space("demo").stages["optimize"]  # 0.95 CPU + 0.01 for the driver
-    assert max_concurrent_trials(demo, {"CPU": 2}, None) == 2
-    assert driver_resources({"CPU": 2}) == {"cpu": 0.01}
-    assert driver_resources({"CPU": 14, "TRAIN_DRIVER": 32}) == {"cpu": 0.01, "TRAIN_DRIVER": 1}
+    assert max_concurrent_trials(demo, Capacity({"CPU": 2}, "this machine"), None) == 2
+    assert driver_resources(Capacity({"CPU": 2}, "this machine")) == {"cpu": 0.01}
+    assert driver_resources(Capacity({"CPU": 14, "TRAIN_DRIVER": 32}, "the head")) == {"cpu": 0.01, "TRAIN_DRIVER": 1}
 
 
 def test_preflight_names_the_missing_weight_file(tmp_path):

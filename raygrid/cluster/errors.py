@@ -7,11 +7,13 @@ import difflib
 import os
 from typing import Any, NoReturn
 
+from raygrid.errors import PermanentError
+
 PLACEHOLDER = "CHANGEME"
 TRAIN_DRIVER = "TRAIN_DRIVER"  # the custom resource the head advertises for trial drivers
 
 
-class ClusterConfigError(ValueError):
+class ClusterConfigError(PermanentError, ValueError):
     """A cluster file problem as one line: `<file>: <field>: <what is wrong; what was expected>`."""
 
     def __init__(self, file: str | os.PathLike[str], field: str, message: str):

@@ -1,6 +1,7 @@
 """Demo data, built offline on first use from the colour images scikit-image ships.
 
-`build_demo()` writes four sets under `<data root>/demo` (the folders of their records, raygrid.spec.datasets):
+`build_demo()` writes four sets under `<raygrid cache>/demo` (the folders of their records,
+raygrid.spec.datasets); sweeps always find them there, never inside a user's data root:
 
   demo/sr/train   demo_sr_train: 10 HR crops of 288x288 px (astronaut, coffee, chelsea, rocket,
                   hubble_deep_field, immunohistochemistry), for SRTrainSet.

@@ -16,16 +16,18 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from raygrid.errors import PermanentError
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class DatasetRootError(FileNotFoundError):
+class DatasetRootError(PermanentError, FileNotFoundError):
     """A dataset root that does not exist or holds no usable files."""
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(PermanentError, ValueError):
     """An image file that exists but cannot be decoded (truncated, not an image, ...)."""
 
     def __init__(self, path: str | os.PathLike, reason: str, listed_at: str | None = None):
@@ -33,6 +35,10 @@ class ImageDecodeError(ValueError):
         self.listed_at = listed_at
         where = f" (listed at {listed_at})" if listed_at else ""
         super().__init__(f"cannot decode image {self.path}{where}: {reason}")
+
+
+class ImageSizeError(PermanentError, ValueError):
+    """An image too small for what a trial does with it (an HR crop larger than the image)."""
 
 
 def is_image_file(name: str | os.PathLike) -> bool:

@@ -44,6 +44,7 @@ from raygrid import spec as catalog
 from raygrid.data.images import (
     DatasetRootError,
     ImageDecodeError,
+    ImageSizeError,
     bicubic_downscale,
     list_images,
     read_rgb,
@@ -68,17 +69,17 @@ def _check_root(root: str, what: str) -> None:
 
 def resolve_sr_root(name_or_path: str, data_root: str) -> str:
     """Folder (or s3:// URI) of an SR set: a catalog name (`set5`, `demo_sr_train`, ...) is looked up
-    under `data_root`; anything else is taken as a path. Demo sets are built on first use.
+    under `data_root`; anything else is taken as a path. Demo sets are built on first use, in
+    raygrid's cache.
     """
     if name_or_path in catalog.SR_SETS:
         folder = catalog.SR_SETS[name_or_path].folder
         if name_or_path.startswith("demo_"):
             from raygrid.data.demo import build_demo
 
-            # an s3:// data root cannot hold a locally built demo: use the local cache then
-            root = None if is_s3_uri(data_root) else data_root
-            build_demo(root)
-            return os.path.join(local_root(root), folder)
+            # Demo sets live in raygrid's cache, never inside a user's data root.
+            build_demo()
+            return os.path.join(local_root(None), folder)  # the slice records share a demo folder
         if is_s3_uri(data_root):
             return f"{data_root.rstrip('/')}/{folder}"
         return os.path.join(os.path.expanduser(data_root), folder)
@@ -96,7 +97,7 @@ class SRTrainSet(Dataset):
 
     `dataset[p]` for any position p >= 0 is {"lr": float32 3x(c/s)x(c/s), "hr": float32 3xcxc},
     values in [0, 1], c = hr_crop; len() is the number of images (one pass of the stream).
-    Images smaller than the crop raise ValueError naming the file. With `skip_unreadable`, a file
+    Images smaller than the crop raise ImageSizeError (a ValueError) naming the file. With `skip_unreadable`, a file
     that does not decode is replaced by the next readable one and counted in the log.
 
     store: None reads the PNGs; "auto" uses the store prepared at the default location
@@ -183,7 +184,7 @@ class SRTrainSet(Dataset):
         h, w = img.shape[:2]
         c = self.hr_crop
         if h < c or w < c:
-            raise ValueError(f"HR image {self.paths[idx]} is {h}x{w}, smaller than hr_crop={c}")
+            raise ImageSizeError(f"HR image {self.paths[idx]} is {h}x{w}, smaller than hr_crop={c}")
         rng = sample_rng(self.seed, position)
         top = int(rng.integers(0, h - c + 1))
         left = int(rng.integers(0, w - c + 1))

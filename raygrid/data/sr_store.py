@@ -47,6 +47,7 @@ from raygrid.data.images import (
     list_images,
     read_rgb,
 )
+from raygrid.errors import PermanentError
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ OnMismatch = Literal["refuse", "rebuild"]
 OPEN_ARRAYS = 64  # memmaps kept open per process (each holds a file descriptor)
 
 
-class StoreError(RuntimeError):
+class StoreError(PermanentError, RuntimeError):
     """A store that is missing, incomplete or does not match its sources (one line, names the file)."""
 
 

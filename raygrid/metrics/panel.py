@@ -41,6 +41,7 @@ from typing import Literal
 
 import torch
 
+from raygrid.errors import PermanentError
 from raygrid.metrics import sr as sr_metrics
 from raygrid.spec.mlflow import metric_name
 from raygrid.spec.records import EVALUATOR_KEYS
@@ -182,7 +183,7 @@ PYIQA_NR: dict[str, PyiqaInfo] = {
 }
 
 
-class PyiqaMissingError(ImportError):
+class PyiqaMissingError(PermanentError, ImportError):
     pass
 
 

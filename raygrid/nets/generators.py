@@ -28,6 +28,7 @@ from spandrel.architectures.HAT import HAT
 from spandrel.architectures.SwinIR import SwinIR
 from torch import nn
 
+from raygrid.errors import PermanentError
 from raygrid.spec.generators import (
     check_scale,
     get_generator,
@@ -38,7 +39,7 @@ from raygrid.spec.generators import (
 StateDict = dict[str, torch.Tensor]
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(PermanentError, ValueError):
     """A checkpoint's keys or shapes do not fit the chosen generator."""
 
 

@@ -8,6 +8,11 @@
   tracking    the MLflow writer: experiment, sweep run, one child run per trial (a Tune callback)
   telemetry   the metrics raygrid exports through Ray's metrics system
   summary     per-stage counts and the closing lines of a sweep
+  failures    a failed trial described (the original error, file and line); what is retried
+  interrupt   Ctrl-C / SIGTERM: the first stops the sweep cleanly, a second exits at once
+  lock        one sweep per output folder
+  console     Ray's output into a log file; progress lines and the summary on the terminal
+  reaper      the watchdog that kills what a local Ray instance leaves behind a dead sweep
 
 Importing the package imports none of them: Ray, MLflow and torch load when a sweep runs.
 """

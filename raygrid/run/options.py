@@ -38,8 +38,19 @@ class RunOptions(Strict):
     num_cpus: Annotated[int, Field(gt=0)] | None = Field(None, description="CPUs for a local Ray instance (default: all)")
     num_gpus: Annotated[int, Field(ge=0)] | None = Field(
         None, description="GPUs for a local Ray instance (default: all visible)")
-    max_concurrent: Annotated[int, Field(gt=0)] | None = Field(
-        None, description="cap on concurrent trials per stage (default: from cluster resources ÷ trial resources)")
+    max_concurrent: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="cap on concurrent trials per stage, at least 1 (default: what the cluster can hold ÷ "
+        "a trial's resources; on an autoscaling cluster, with the nodes its autoscaler may add)")
+    cluster_config: str | None = Field(
+        None, description="the autoscaling cluster's config (cluster.yaml, or ~/ray_bootstrap_config.yaml on a "
+        "`ray up` head) to size concurrency by; default: the config of the autoscaler running on this head, "
+        "else the resources present")
+    node_timeout: Annotated[float, Field(gt=0)] = Field(
+        30.0, description="minutes a trial's workers may wait for room (autoscaled nodes) before the sweep stops "
+        "with 'no GPU node came up'")
+    verbose: bool = Field(
+        False, description="show Ray's and Tune's output on the console (default: in OUTPUT_DIR/logs/, with one "
+        "progress line per stage on the console)")
     resume: bool = Field(
         False, description="continue an interrupted sweep of the same space and output/storage: finished trials "
         "are kept, unfinished ones resume from their last checkpoint")

@@ -11,7 +11,6 @@ checkpoints are attached as artifacts when the trial ends.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import tempfile
 from importlib import metadata
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from raygrid import io
+from raygrid.run import failures, interrupt
 from raygrid.space.expand import sampled_json
 from raygrid.spec import mlflow as names
 from raygrid.spec import records
@@ -102,8 +102,9 @@ def start_sweep_run(tracking_uri: str, experiment_id: str, sweep_name: str, stor
     return run.info.run_id, False
 
 
-def end_run(tracking_uri: str, run_id: str, ok: bool) -> None:
-    client(tracking_uri).set_terminated(run_id, status="FINISHED" if ok else "FAILED")
+def end_run(tracking_uri: str, run_id: str, ok: bool, status: str | None = None) -> None:
+    """End the sweep run: FINISHED or FAILED, or the given status (KILLED after Ctrl-C/SIGTERM)."""
+    client(tracking_uri).set_terminated(run_id, status=status or ("FINISHED" if ok else "FAILED"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,12 +139,16 @@ class TrialRunLogger(_tune_callback_base()):
         self._trials: dict[str, dict[str, Any]] = {}
         self._client = None
         self._gauge = None
+        self._live: set[str] = set()  # trials running or waiting at the last Tune step
+        self._reopened: set[str] = set()  # trials whose run this process has (re)opened
+        self._abort: failures.Failure | None = None  # a failure that stops the whole stage (no nodes)
 
     # Tune pickles callbacks with the experiment state; keep the client out of it.
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_client"] = None
         state["_gauge"] = None
+        state["_reopened"] = set()
         return state
 
     def get_state(self) -> dict[str, Any]:
@@ -167,7 +172,21 @@ class TrialRunLogger(_tune_callback_base()):
                                                     "best_path": None, "last_path": None, "retries": 0}
         if info["run_id"] is None:
             info["run_id"], info["last_step"] = self._find_or_create_run(trial)
+        elif info.get("ended") in (None, "interrupted") and trial.trial_id not in self._reopened:
+            self._reopen(info["run_id"])  # its run as the state restored after an interruption left it
+        self._reopened.add(trial.trial_id)
+        info["ended"] = None if info.get("ended") == "interrupted" else info.get("ended")
         return info
+
+    def _reopen(self, run_id: str) -> None:
+        """A trial continues (resume, retry): its run is RUNNING again and loses the tags of an
+        earlier interruption."""
+        run = self.client.get_run(run_id)
+        if run.info.status != "RUNNING":
+            self.client.update_run(run_id, status="RUNNING")
+        if run.data.tags.get(names.TAG_OUTCOME) == "interrupted":
+            for tag in (names.TAG_OUTCOME, names.TAG_OUTCOME_REASON, names.TAG_OUTCOME_STEP):
+                self.client.delete_tag(run_id, tag)
 
     def _find_or_create_run(self, trial) -> tuple[str, int]:
         search = trial.config.get("search")
@@ -181,7 +200,7 @@ class TrialRunLogger(_tune_callback_base()):
         )
         if existing:  # a resumed or retried trial: continue its run
             run = existing[0]
-            self.client.update_run(run.info.run_id, status="RUNNING")
+            self._reopen(run.info.run_id)
             last = run.data.metrics.get(names.METRIC_STEP, -1)
             return run.info.run_id, int(last)
         tags = {
@@ -211,6 +230,8 @@ class TrialRunLogger(_tune_callback_base()):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         from mlflow.entities import Metric
 
+        if failures.RESULT_KEY in result:  # a failure report, not a step (on_trial_complete logs it)
+            return
         rec = self._info(trial)
         step = int(result.get("step", result.get("training_iteration", 0)))
         if result.get("checkpoint_path"):
@@ -277,6 +298,11 @@ class TrialRunLogger(_tune_callback_base()):
         from raygrid.stages.optimize.health import outcome_from_result
 
         rec = self._info(trial)
+        failure = failures.from_result(getattr(trial, "last_result", None))
+        if failure is not None:  # a permanent failure the driver reported instead of raising
+            self._end_failed(trial, rec, failure)
+            self._publish_counts(trials)
+            return
         last = getattr(trial, "last_result", None) or {}
         # a loop that ended its run early says so in its last report (diverged / collapsed at step k)
         ended = outcome_from_result(last)
@@ -285,8 +311,8 @@ class TrialRunLogger(_tune_callback_base()):
             ended = ("finished" if finished else "stopped", rec["last_step"],
                      "ran its whole budget" if finished else "stopped by the scheduler")
         outcome, step, reason = ended
-        self.client.set_tag(rec["run_id"], f"{names.TAG_OUTCOME}_step", str(step))
-        self.client.set_tag(rec["run_id"], f"{names.TAG_OUTCOME}_reason", reason)
+        self.client.set_tag(rec["run_id"], names.TAG_OUTCOME_STEP, str(step))
+        self.client.set_tag(rec["run_id"], names.TAG_OUTCOME_REASON, reason)
         if "runtime/bf16" in last:  # the numerics the run used (runtime.amp "auto" resolved)
             self.client.log_param(rec["run_id"], "runtime.precision", "bf16" if last["runtime/bf16"] else "fp32")
         self._finish(trial, rec, outcome, "FINISHED")
@@ -294,12 +320,49 @@ class TrialRunLogger(_tune_callback_base()):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         rec = self._info(trial)
-        error_file = getattr(trial, "error_file", None)
-        if error_file and os.path.exists(error_file):
-            text = Path(error_file).read_text()[-4000:]
-            self.client.set_tag(rec["run_id"], names.TAG_ERROR, text)
-        self._finish(trial, rec, "failed", "FAILED")
+        failure = failures.from_trial(trial) or failures.Failure("crash", "Error", "unknown error", "")
+        self._end_failed(trial, rec, failure)
         self._publish_counts(trials)
+
+    # -- failures and interruption ------------------------------------------------------------
+
+    def _end_failed(self, trial, rec: dict[str, Any], failure: failures.Failure) -> None:
+        """Error tag: the original traceback's tail ending with the one line the summary shows
+        (`Type: message (file:line in function)`), not Ray's wrapper."""
+        self.client.set_tag(rec["run_id"], names.TAG_ERROR, failure.text())
+        self.client.set_tag(rec["run_id"], names.TAG_OUTCOME_REASON, failure.line()[:5000])
+        self.client.set_tag(rec["run_id"], names.TAG_OUTCOME_STEP, str(max(rec["last_step"], 0)))
+        if failure.type == "NoNodeCameUp":
+            self._abort = failure
+        self._finish(trial, rec, "failed", "FAILED")
+
+    def on_step_end(self, iteration, trials, **info):
+        # What is live before Tune's clean-up: an interrupted fit marks its trials TERMINATED
+        # before the experiment-end callback runs.
+        self._live = {t.trial_id for t in trials if t.status in ("RUNNING", "PENDING", "PAUSED")}
+
+    def on_experiment_end(self, trials, **info):
+        """Trial runs the fit left unfinished: KILLED with outcome `interrupted` after Ctrl-C or
+        SIGTERM (they resume with --resume), FAILED when a trial that found no node stopped
+        the stage."""
+        signum = interrupt.received()
+        if signum is None and self._abort is None:
+            return
+        for t in trials:
+            rec = self._trials.get(t.trial_id)
+            if rec is None or rec.get("ended") or rec.get("run_id") is None or t.trial_id not in self._live:
+                continue
+            if signum is not None:
+                outcome, status = "interrupted", "KILLED"
+                reason = f"{interrupt.signal_name(signum)} at step {max(rec['last_step'], 0)}"
+            else:
+                outcome, status = "failed", "FAILED"
+                reason = f"stopped with its stage: {self._abort.line()}"
+            self.client.set_tag(rec["run_id"], names.TAG_OUTCOME, outcome)
+            self.client.set_tag(rec["run_id"], names.TAG_OUTCOME_STEP, str(max(rec["last_step"], 0)))
+            self.client.set_tag(rec["run_id"], names.TAG_OUTCOME_REASON, reason[:5000])
+            self.client.set_terminated(rec["run_id"], status=status)
+            rec["ended"] = outcome
 
     def _finish(self, trial, rec: dict[str, Any], outcome: str, status: str) -> None:
         self.client.set_tag(rec["run_id"], names.TAG_OUTCOME, outcome)
@@ -309,6 +372,7 @@ class TrialRunLogger(_tune_callback_base()):
             if path:
                 self._attach_checkpoint(rec["run_id"], which, path)
         self.client.set_terminated(rec["run_id"], status=status)
+        rec["ended"] = outcome
 
     def _attach_checkpoint(self, run_id: str, which: str, path: str) -> None:
         """Log the model weights (not optimiser state) of a checkpoint as artifacts, and tag the

@@ -5,21 +5,33 @@ Ray 2.60 runs Train V2, where a trainer cannot be handed to a Tuner: each Tune t
 retried or resumed trial finds its own Train state and continues from its last checkpoint) and
 forwards Train's reports to Tune with `TuneReportCallback`.
 
+Failures: the driver decides what Tune retries (raygrid.run.failures): a permanent error (bad
+data or configuration) ends the trial at once, a crash is raised for Tune to retry. Waiting for
+nodes has a limit (`StageRun.node_timeout_s`): a trial whose workers find no room in that time
+fails with `NO_NODES`, and `StopOnNoNodes` then stops the whole stage.
+
 Kept apart from `raygrid.plan` so that the dry run never imports Ray or torch.
 """
 
 from __future__ import annotations
 
-import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
 from raygrid import io
+from raygrid.cluster.capacity import AUTOSCALER_LOG, Capacity, describe_resources
+from raygrid.cluster.errors import TRAIN_DRIVER
+from raygrid.run import failures
 from raygrid.space import SpaceError, Stage
 from raygrid.space.expand import sampled_json
 from raygrid.spec.trainables import get as trainable
 
 DRIVER_CPU = 0.01  # the trial driver only waits on its trainer
+NO_NODES = "NoNodeCameUp"  # Failure.type of a trial whose workers found no room in time
+# Ray Train's wait for a worker group's placement group (read by the Train controller, to which a
+# TorchTrainer forwards it from the creating process's environment).
+_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
 
 
 @dataclass
@@ -32,7 +44,11 @@ class StageRun:
     max_concurrent: int
     resume: bool
     callbacks: list[Any]
-    cluster: dict[str, float]
+    capacity: Capacity
+    node_timeout_s: float = 1800.0  # how long a trial's workers may wait for room (nodes)
+    stopper: Any = None  # a tune.Stopper (StopOnNoNodes) shared with the runner
+    verbose: int = 1  # Tune's verbosity (its status tables go to the sweep's log file)
+    autoscaler_log: str = AUTOSCALER_LOG  # named in the "no node came up" line
 
 
 def trial_driver(config: dict[str, Any], env: dict[str, Any], stage: dict[str, Any],
@@ -54,6 +70,7 @@ def trial_driver(config: dict[str, Any], env: dict[str, Any], stage: dict[str, A
     if res["gpus_per_worker"]:
         per_worker["GPU"] = res["gpus_per_worker"]
     fs, path = io.filesystem(stage["train_storage"], env.get("s3_endpoint_url"))
+    os.environ[_START_TIMEOUT_ENV] = str(stage["node_timeout_s"])
     trainer = TorchTrainer(
         trainable(spec["trial"]["trainable"]).load_loop(),
         train_loop_config={"trial": spec["trial"], "env": env,
@@ -66,12 +83,74 @@ def trial_driver(config: dict[str, Any], env: dict[str, Any], stage: dict[str, A
             name=f"{stage['name']}-{trial_id}",
             storage_path=path,
             storage_filesystem=fs,
-            failure_config=ray.train.FailureConfig(max_failures=0),  # retries happen at the Tune level
+            # Retries happen at the Tune level; a worker group that finds no room within the
+            # start timeout is not retried here either (the driver reports it as NO_NODES).
+            failure_config=ray.train.FailureConfig(max_failures=0, controller_failure_limit=0),
             checkpoint_config=_checkpoint_config(stage.get("selection")),
             callbacks=[TuneReportCallback()],
         ),
     )
-    trainer.fit()  # raises TrainingFailedError when the loop fails: Tune then retries the trial
+    try:
+        trainer.fit()
+    except ray.train.TrainingFailedError as e:
+        failure = _no_nodes(e, stage) or failures.describe(e)
+        if failure.retryable:
+            raise failures.TrialCrashed(failure) from None  # Tune retries it (max_failures)
+        # Permanent: end the trial now, as failed, without a retry (the tracking callback and
+        # the summary read the failure from this last result).
+        ray.tune.report({failures.RESULT_KEY: failure.to_json()})
+
+
+def _no_nodes(error: BaseException, stage: dict[str, Any]) -> failures.Failure | None:
+    """The NO_NODES failure when Train gave up waiting for the workers' placement group (its
+    start timeout), or found that no node type can ever hold them."""
+    from ray.train.v2._internal.exceptions import InsufficientClusterResourcesError, WorkerGroupStartupTimeoutError
+
+    cause = getattr(error, "controller_failure", None)
+    if not isinstance(cause, (WorkerGroupStartupTimeoutError, InsufficientClusterResourcesError)):
+        return None
+    minutes = stage["node_timeout_s"] / 60
+    res = stage["resources"]
+    what = "GPU" if res["gpus_per_worker"] else describe_resources(_per_worker(res))
+    if stage.get("autoscaling"):
+        message = (f"no {what} node came up in {minutes:g} min: check EC2 quota and the autoscaler log "
+                   f"({stage.get('autoscaler_log', AUTOSCALER_LOG)} on the head; `ray status` lists pending and "
+                   "failed launches)")
+    else:
+        message = (f"the workers of a {stage['name']} trial ({what}) found no room in {minutes:g} min on a "
+                   f"cluster that does not autoscale")
+    return failures.Failure("permanent", NO_NODES, message, "", str(cause))
+
+
+def _per_worker(res: dict[str, Any]) -> dict[str, float]:
+    out = {"CPU": float(res["cpus_per_worker"])}
+    if res["gpus_per_worker"]:
+        out["GPU"] = float(res["gpus_per_worker"])
+    return out
+
+
+def _stop_on_no_nodes_base():
+    from ray.tune import Stopper
+
+    return Stopper
+
+
+class StopOnNoNodes(_stop_on_no_nodes_base()):
+    """Stops the whole stage once one trial's workers found no node in time: the others would
+    only wait as long again. `failure` holds what the runner reports."""
+
+    def __init__(self) -> None:
+        self.failure: failures.Failure | None = None
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        found = failures.from_result(result)
+        if found is not None and found.type == NO_NODES:
+            self.failure = found
+            return True
+        return False
+
+    def stop_all(self) -> bool:
+        return self.failure is not None
 
 
 def _checkpoint_config(selection: dict[str, str] | None):
@@ -97,30 +176,51 @@ class TrialName:
         return f"{self.stage}_{trial.trial_id}"
 
 
-def driver_resources(cluster: dict[str, float]) -> dict[str, float]:
+def driver_resources(capacity: Capacity) -> dict[str, float]:
     """A driver only waits on its trainer. On raygrid's cluster.yaml the head advertises
     TRAIN_DRIVER: drivers must live there, off the (spot) GPU workers, since a driver owns its
     trial's fault tolerance."""
     res = {"cpu": DRIVER_CPU}
-    if cluster.get("TRAIN_DRIVER"):
-        res["TRAIN_DRIVER"] = 1
+    if capacity.resources.get(TRAIN_DRIVER):
+        res[TRAIN_DRIVER] = 1
     return res
 
 
-def max_concurrent_trials(stage: Stage, cluster: dict[str, float], override: int | None) -> int:
-    """Tune does not see the trainers' resources: derive concurrency from the cluster's."""
-    if override:
-        return override
+def trial_needs(stage: Stage, capacity: Capacity) -> dict[str, float]:
+    """What one trial holds while it runs: its Train workers and its driver."""
     r = stage.spec.resources
-    if r.gpus > 0:
-        n = math.floor(cluster.get("GPU", 0) / r.gpus + 1e-9)
-        what = f"{cluster.get('GPU', 0):g} GPUs; a {stage.name} trial needs {r.gpus:g}"
+    needs = {"CPU": r.cpus, "GPU": r.gpus}
+    if capacity.resources.get(TRAIN_DRIVER):
+        needs[TRAIN_DRIVER] = 1.0
     else:
-        n = math.floor(cluster.get("CPU", 0) / (r.cpus + DRIVER_CPU) + 1e-9)
-        what = f"{cluster.get('CPU', 0):g} CPUs; a {stage.name} trial needs {r.cpus + DRIVER_CPU:g}"
+        needs["CPU"] += DRIVER_CPU
+    return needs
+
+
+def _article(word: str) -> str:
+    return ("an " if word[:1].lower() in "aeiou" else "a ") + word
+
+
+def max_concurrent_trials(stage: Stage, capacity: Capacity, override: int | None) -> int:
+    """Tune does not see the trainers' resources: derive concurrency from what the cluster can
+    have (raygrid.cluster.capacity: on an autoscaling cluster, the nodes it may add)."""
+    r = stage.spec.resources
+    per_worker = {"CPU": r.cpus_per_worker, "GPU": r.gpus_per_worker}
+    where = f"stages.{stage.name}.resources"
+    if capacity.autoscaling and capacity.node_types and not capacity.fitting_types(per_worker):
+        raise SpaceError(where, "", f"no node type of {capacity.source} can hold one worker of "
+                         f"{_article(stage.name)} trial ({describe_resources({k: v for k, v in per_worker.items() if v})})")
+    if override is not None:
+        return override
+    needs = trial_needs(stage, capacity)
+    n = capacity.trials(needs)
     if n < 1:
-        raise SpaceError(f"stages.{stage.name}.resources", "",
-                         f"no trial fits: the cluster has {what} (use --max-concurrent on an autoscaling cluster)")
+        have = describe_resources({k: capacity.resources.get(k, 0.0) for k, v in needs.items() if v})
+        hint = "" if capacity.autoscaling else (
+            "; on an autoscaling cluster pass its config with --cluster-config cluster.yaml")
+        raise SpaceError(where, "", f"no trial fits: {capacity.source} give at most {have}; "
+                         f"{_article(stage.name)} trial needs {describe_resources({k: v for k, v in needs.items() if v})}"
+                         f"{hint}")
     return n
 
 
@@ -135,6 +235,8 @@ def run_stage(stage: Stage, run: StageRun, specs: list[dict[str, Any]]):
         "selection": spec.selection.model_dump() if spec.selection else None,
         "resources": spec.resources.model_dump(),
         "train_storage": io.join(run.storage_uri, run.sweep_name, "train"),
+        "node_timeout_s": run.node_timeout_s, "autoscaling": run.capacity.autoscaling,
+        "autoscaler_log": run.autoscaler_log,
     }
     searcher = None
     if spec.search is None:
@@ -146,7 +248,7 @@ def run_stage(stage: Stage, run: StageRun, specs: list[dict[str, Any]]):
     # Constant inputs go through with_parameters, not the param space: Tune does not treat them
     # as hyperparameters, and the MLflow params stay the trial config alone.
     driver = tune.with_resources(
-        tune.with_parameters(trial_driver, env=run.env, stage=stage_info, points=points), driver_resources(run.cluster))
+        tune.with_parameters(trial_driver, env=run.env, stage=stage_info, points=points), driver_resources(run.capacity))
     scheduler = make_scheduler(stage, [sp["meta"]["point"] for sp in specs] if spec.search else None)
     fs, path = io.filesystem(run.storage_uri, run.env.get("s3_endpoint_url"))
     name = f"{run.sweep_name}-{stage.name}"
@@ -154,6 +256,7 @@ def run_stage(stage: Stage, run: StageRun, specs: list[dict[str, Any]]):
     if run.resume and tune.Tuner.can_restore(exp_path, storage_filesystem=fs):
         tuner = tune.Tuner.restore(exp_path, trainable=driver, resume_unfinished=True, resume_errored=True,
                                    param_space=param_space, storage_filesystem=fs)
+        _use_this_invocations_run_config(tuner, run, stage)
     else:
         tuner = tune.Tuner(
             driver,
@@ -166,7 +269,8 @@ def run_stage(stage: Stage, run: StageRun, specs: list[dict[str, Any]]):
             run_config=tune.RunConfig(
                 name=name, storage_path=path, storage_filesystem=fs,
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                callbacks=run.callbacks, progress_reporter=_reporter(stage), verbose=1,
+                callbacks=run.callbacks, progress_reporter=_reporter(stage), verbose=run.verbose,
+                stop=run.stopper,
             ),
         )
     return tuner.fit()
@@ -188,6 +292,18 @@ def make_scheduler(stage: Stage, points: list[dict[str, Any]] | None = None):
                            reduction_factor=sched.reduction_factor, points=points)
     return ASHAScheduler(time_attr="step", max_t=budget.steps, grace_period=sched.grace_period,
                          reduction_factor=sched.reduction_factor)
+
+
+def _use_this_invocations_run_config(tuner, run: StageRun, stage: Stage) -> None:
+    """A restored Tuner runs with the callbacks, stopper and reporter pickled by the first
+    invocation; use this one's (its console, its stopper, its verbosity). The callbacks keep their
+    order, so Tune hands each its saved state back (Callback.set_state, by position)."""
+    internal = getattr(tuner, "_local_tuner", None)  # None in Ray Client mode: keep the saved ones
+    if internal is None:
+        return
+    rc = internal.get_run_config()
+    rc.callbacks, rc.stop = run.callbacks, run.stopper
+    rc.progress_reporter, rc.verbose = _reporter(stage), run.verbose
 
 
 def _reporter(stage: Stage):

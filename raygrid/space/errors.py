@@ -8,8 +8,10 @@ from typing import Annotated, Any, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
+from raygrid.errors import PermanentError
 
-class SpaceError(ValueError):
+
+class SpaceError(PermanentError, ValueError):
     """A search space that cannot be run. `str(err)` is one line: `file: dotted.key: message`."""
 
     def __init__(self, file: str, key: str, message: str):

@@ -39,13 +39,30 @@ def resolve_space_path(space: str) -> Path:
 
 def load_space(space: str | Path) -> Sweep:
     path = resolve_space_path(str(space))
+    text = path.read_text()
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else ""
-        raise SpaceError(str(path), where, f"not valid YAML: {getattr(e, 'problem', e)}") from None
+        raise yaml_error(str(path), text, e) from None
     return parse_space(raw, source=str(path))
+
+
+def yaml_error(source: str, text: str, e: yaml.YAMLError) -> SpaceError:
+    """One line at the line to fix. PyYAML marks where it noticed the problem; for something
+    left open (a `[`, `{` or quote) that is the line after the mistake, so the line where the
+    unclosed thing starts (its context mark) is the one named. Lines are 1-based and never past
+    the file's last line (an unclosed quote is noticed at the end of the stream)."""
+    last = max(len(text.splitlines()), 1)
+    problem, context = getattr(e, "problem_mark", None), getattr(e, "context_mark", None)
+    what = getattr(e, "problem", None) or str(e).splitlines()[0]
+    opened = getattr(e, "context", "") or ""
+    if context is not None and problem is not None and context.line < problem.line and (
+            "flow" in opened or "quoted" in opened):
+        thing = opened.removeprefix("while parsing a ").removeprefix("while scanning a ")
+        return SpaceError(source, f"line {min(context.line + 1, last)}",
+                          f"not valid YAML: this {thing} is not closed ({what} at line {min(problem.line + 1, last)})")
+    where = f"line {min(problem.line + 1, last)}" if problem is not None else ""
+    return SpaceError(source, where, f"not valid YAML: {what}")
 
 
 def parse_space(raw: Any, source: str = "<space>") -> Sweep:

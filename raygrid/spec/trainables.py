@@ -69,6 +69,8 @@ WeightNeed = BackboneWeights | NRMetric | LocalFile | GeneratorCheckpoint
 class DatasetNeeds:
     sr_sets: frozenset[str] = frozenset()  # SR set names or paths
     benchmarks: frozenset[str] = frozenset()  # IQA benchmark names or csv: sets
+    # (SR training set, HR crop side): every image of the set must be at least that large
+    sr_crops: frozenset[tuple[str, int]] = frozenset()
 
 
 # ---------------------------------------------------------------------------------------------

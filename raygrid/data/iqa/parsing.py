@@ -15,11 +15,12 @@ import numpy as np
 import pandas as pd
 
 from raygrid.data.images import CaseInsensitiveIndex
+from raygrid.errors import PermanentError
 
 SPLITS = ("train", "val", "test")
 
 
-class BenchmarkFormatError(ValueError):
+class BenchmarkFormatError(PermanentError, ValueError):
     """A label file that does not parse: names the file, the line (or entry/row) and what was
     expected."""
 

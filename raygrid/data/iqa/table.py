@@ -127,14 +127,14 @@ def finish(
 
 def resolve_benchmark_root(name: str, data_root: str) -> str:
     """Folder of a benchmark: a benchmark record's folder is looked up under `data_root` (demo sets are built on
-    first use); "csv:<path>" gives the CSV's folder (relative paths are under `data_root`); anything
+    first use, in raygrid's cache); "csv:<path>" gives the CSV's folder (relative paths are under `data_root`); anything
     else is taken as a path."""
     if name in BENCHMARKS:
         if name.startswith("demo_"):
             from raygrid.data.demo import build_demo
 
-            # an s3:// data root cannot hold a locally built demo: build_demo uses the cache then
-            return build_demo(data_root)[name]
+            # Demo sets live in raygrid's cache, never inside a user's data root.
+            return build_demo()[name]
         folder = BENCHMARKS[name].folder
         if is_s3(data_root):
             return f"{data_root.rstrip('/')}/{folder}"

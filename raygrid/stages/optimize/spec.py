@@ -54,7 +54,8 @@ def weight_needs(c: SRGanConfig) -> list[WeightNeed]:
 
 
 def datasets(c: SRGanConfig) -> DatasetNeeds:
-    return DatasetNeeds(sr_sets=frozenset({c.data.train, *c.data.val, *c.data.test}))
+    return DatasetNeeds(sr_sets=frozenset({c.data.train, *c.data.val, *c.data.test}),
+                        sr_crops=frozenset({(c.data.train, c.data.hr_crop)}))
 
 
 def gflops(c: SRGanConfig, steps: int) -> float:
