@@ -60,6 +60,9 @@ def test_gan_step_updates_g_d_and_ema_and_state_round_trips():
     assert set(losses) == {"loss/g_fidelity", "loss/g_pixel", "loss/g_adversarial", "loss/g_total", "loss/d",
                            "grad_norm/g", "grad_norm/d", "d/real_acc", "d/fake_acc", "d/real_logit_mean",
                            "d/real_logit_std", "d/fake_logit_mean", "d/fake_logit_std"}
+    from raygrid.stages.optimize.spec import reported_metrics
+
+    assert set(losses) <= reported_metrics(cfg)  # what the planner validates metric names against
     # device tensors, read by the loop at report time only (no host sync inside the step)
     assert all(torch.is_tensor(v) and v.dim() == 0 and not v.requires_grad and torch.isfinite(v)
                for v in losses.values())

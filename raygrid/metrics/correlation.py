@@ -317,3 +317,21 @@ def correlations(
         else:
             out[f"{m}_lo"] = out[f"{m}_hi"] = float("nan")
     return out
+
+
+MIN_CLUSTERS = 3  # fewer reference images than this: no bootstrap interval
+
+
+def reference_correlations(pred, target, ref_ids, n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
+    """`correlations` of an IQA evaluation whose rows share reference images (the benchmark
+    table's `ref_id`; an NR image is its own reference): the interval resamples references, and
+    with fewer than MIN_CLUSTERS references there is none (a bootstrap over one or two references
+    says nothing about others). Numbers only (TEXT_KEYS dropped)."""
+    refs = np.asarray([str(r) for r in ref_ids])
+    n_refs = len(set(refs.tolist()))
+    if n_refs >= MIN_CLUSTERS:
+        corr = correlations(pred, target, n_boot=n_boot, seed=seed, clusters=refs)
+    else:
+        corr = correlations(pred, target, n_boot=0)
+        corr["n_clusters"] = float(n_refs)
+    return {k: float(v) for k, v in corr.items() if k not in TEXT_KEYS}

@@ -1,7 +1,7 @@
 """IQA benchmarks: every benchmark's labels become one table (`load_benchmark`), read by the
 reader its record names (raygrid.spec.datasets), served by `IQADataset`.
 
-  table      load_benchmark, resolve_benchmark_root, splits, subset, check_images
+  table      load_benchmark, resolve_benchmark_root, splits, subset, check_images, item_ids
   readers    the original label formats (READERS, by label format)
   pyiqa_csv  pyiqa's meta-info CSVs (and generic "csv:" sets)
   parsing    errors, row records and parsing helpers shared by the readers
@@ -13,6 +13,7 @@ from raygrid.data.iqa.parsing import BenchmarkFormatError, MissingImageError
 from raygrid.data.iqa.readers import LIVE_FOLDERS, READERS
 from raygrid.data.iqa.table import (
     check_images,
+    item_ids,
     load_benchmark,
     open_benchmark,
     resolve_benchmark_root,
@@ -22,5 +23,5 @@ from raygrid.data.iqa.table import (
 
 __all__ = [
     "LIVE_FOLDERS", "READERS", "BenchmarkFormatError", "IQADataset", "MissingImageError", "check_images",
-    "load_benchmark", "open_benchmark", "resolve_benchmark_root", "split_groups", "subset",
+    "item_ids", "load_benchmark", "open_benchmark", "resolve_benchmark_root", "split_groups", "subset",
 ]

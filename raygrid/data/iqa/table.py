@@ -261,3 +261,9 @@ def check_images(table: pd.DataFrame, skip_unreadable: bool = False) -> pd.DataF
     return out
 
 
+def item_ids(table) -> list[str]:
+    """Each row's distorted image as a path relative to the folder that holds all of the
+    benchmark's images: the same id on every machine and for every measure."""
+    paths = [p for p in list(table["dist"]) + list(table["ref"]) if isinstance(p, str)]
+    root = os.path.commonpath(paths) if len(set(paths)) > 1 else os.path.dirname(paths[0])
+    return [os.path.relpath(p, root).replace(os.sep, "/") for p in table["dist"]]

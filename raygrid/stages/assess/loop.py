@@ -27,7 +27,6 @@ from raygrid.spec import records
 from raygrid.stages import loop
 from raygrid.stages.assess.config import AssessConfig
 
-MIN_CLUSTERS = 3  # fewer references than this: no bootstrap interval
 MAX_TEXTURE_CROP = 256
 
 
@@ -75,17 +74,11 @@ def fit(measure, table, cfg: AssessConfig, device: torch.device, workers: int = 
                                   texture_pairs=textures, texture_weight=cfg.fit.texture_weight)
 
 
-def item_ids(table) -> list[str]:
-    """Each row's distorted image as a path relative to the folder that holds all of the
-    benchmark's images: the same id on every machine and for every measure."""
-    paths = [p for p in list(table["dist"]) + list(table["ref"]) if isinstance(p, str)]
-    root = os.path.commonpath(paths) if len(set(paths)) > 1 else os.path.dirname(paths[0])
-    return [Path(os.path.relpath(p, root)).as_posix() for p in table["dist"]]
-
-
 def score_table(cfg: AssessConfig, table, eval_table, dist: np.ndarray, score: np.ndarray,
                 lower_better: bool) -> bytes:
     """The per-item table (raygrid.spec.records.SCHEMAS["assess"]) of the scored rows."""
+    from raygrid.data.iqa import item_ids
+
     ids = dict(zip(table["dist"], item_ids(table)))
     return records.table_bytes("assess", {
         "benchmark": [cfg.benchmark] * len(eval_table), "item": [ids[p] for p in eval_table["dist"]],
@@ -95,19 +88,12 @@ def score_table(cfg: AssessConfig, table, eval_table, dist: np.ndarray, score: n
 
 
 def interval_metrics(dist: np.ndarray, score: np.ndarray, ref_ids, cfg: AssessConfig) -> dict[str, float]:
-    """SRCC/KRCC/PLCC with intervals that resample reference images (none with < MIN_CLUSTERS)."""
-    from raygrid.metrics.correlation import TEXT_KEYS, correlations
+    """SRCC/KRCC/PLCC of quality = -distance, with intervals that resample reference images."""
+    from raygrid.metrics.correlation import reference_correlations
 
-    refs = np.asarray([str(r) for r in ref_ids])
-    n_refs = len(set(refs))
-    if n_refs >= MIN_CLUSTERS:
-        corr = correlations(-dist, score, n_boot=cfg.n_boot, seed=cfg.seed, clusters=refs)
-    else:  # a bootstrap over one or two references says nothing about others: no interval
-        corr = correlations(-dist, score, n_boot=0)
-        corr["n_clusters"] = float(n_refs)
     # the unit ("reference images") and the method (BCa) are the same for every assess run:
     # docs/records.md states them, the metrics keep the numbers
-    return {k: float(v) for k, v in corr.items() if k not in TEXT_KEYS}
+    return reference_correlations(-dist, score, ref_ids, n_boot=cfg.n_boot, seed=cfg.seed)
 
 
 def run_assess(cfg: AssessConfig, env: loop.RunEnv, device: torch.device,

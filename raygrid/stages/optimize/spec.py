@@ -26,6 +26,11 @@ from raygrid.stages.optimize.config import SRGanConfig
 BASE_METRICS = (
     "loss/g_total", "loss/g_fidelity", "loss/g_adversarial", "loss/g_pixel", "loss/d", "d/real_acc",
     "d/fake_acc", "throughput/images_per_s",
+    # the trainer's health signals (raygrid.stages.optimize.health); per-backbone gradient and
+    # colour-shift keys (health/grad_sr/..., health/color_shift/...) come on top
+    "d/real_logit_mean", "d/real_logit_std", "d/fake_logit_mean", "d/fake_logit_std", "grad_norm/g",
+    "grad_norm/d", "health/collapse", "health/d_wins", "health/d_wins_streak", "health/stalled",
+    "health/stalled_streak",
 )
 
 

@@ -5,7 +5,9 @@ Trained on the train split of `data.train` (targets: scores normalised to [0, 1]
 better), selected on a val split carved from it (its official val split, else a fraction of its
 training references: raygrid.stages.transfer.splits; metrics `val/...`), and tested on every
 `data.test` set (its test split when it is the training set, all of it otherwise; metrics
-`test/<benchmark>/...`). A test set never selects.
+`test/<benchmark>/...`). A test set never selects. Intervals resample reference images; every
+evaluation's per-item table (one row per scored image and set: raygrid.spec.records.SCHEMAS
+["transfer"]) travels in the checkpoint as `scores.parquet`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from raygrid.spec import records
 from raygrid.stages import loop
 from raygrid.stages.transfer.config import IQAFinetuneConfig
 from raygrid.stages.transfer.splits import carve_val
@@ -66,21 +69,32 @@ def predict(model, dataset, batch_size: int, device: torch.device) -> tuple[np.n
 
 
 def evaluate(model, sets: dict[str, Any], batch_size: int, device: torch.device, n_boot: int,
-             seed: int) -> dict[str, float]:
-    from raygrid.metrics.correlation import TEXT_KEYS, correlations
+             seed: int, benchmarks: dict[str, str], items: dict[str, list[str]]) -> tuple[dict[str, float], dict[str, bytes]]:
+    """Correlations per set (`val` selects, `test/<benchmark>` is reported), with intervals that
+    resample reference images, and the per-item table of every scored image
+    (raygrid.spec.records.SCHEMAS["transfer"]; `scores.parquet` in the checkpoint)."""
+    from raygrid.metrics.correlation import reference_correlations
 
     out: dict[str, float] = {}
+    columns: dict[str, list[Any]] = {c: [] for c, _ in records.SCHEMAS["transfer"]}
     for prefix, dataset in sets.items():
         pred, score = predict(model, dataset, batch_size, device)
-        corr = correlations(pred, score, n_boot=n_boot, seed=seed)
-        out.update({f"{prefix}/{k}": v for k, v in corr.items() if k != "n" and k not in TEXT_KEYS})
-    return out
+        refs = [str(r) for r in dataset.rows["ref_id"]]
+        corr = reference_correlations(pred, score, refs, n_boot=n_boot, seed=seed)
+        out.update({f"{prefix}/{k}": v for k, v in corr.items() if k != "n"})
+        columns["role"] += [prefix.split("/")[0]] * len(pred)
+        columns["benchmark"] += [benchmarks[prefix]] * len(pred)
+        columns["item"] += items[prefix]
+        columns["ref_id"] += refs
+        columns["pred"] += pred.astype(float).tolist()
+        columns["score"] += score.astype(float).tolist()
+    return out, {records.CKPT_SCORES: records.table_bytes("transfer", columns)}
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train.torch
 
-    from raygrid.data.iqa import open_benchmark, subset
+    from raygrid.data.iqa import item_ids, open_benchmark, subset
 
     cfg, env, ctx = loop.start(loop_config, IQAFinetuneConfig)
 
@@ -110,14 +124,20 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     batches = loop.infinite(loader, start_epoch=start // max(len(loader), 1))
 
     eval_sets: dict[str, Any] = {}
+    benchmarks: dict[str, str] = {}  # set prefix -> benchmark name
+    items: dict[str, list[str]] = {}  # set prefix -> the item id of each row, in order
     if ctx.is_main:
+        ids = dict(zip(table["dist"], item_ids(table)))
         eval_sets["val"] = _dataset(subset(table, ["val"], cfg.data.max_images, cfg.seed), "val",
                                     cfg.data.image_size, cfg.seed, train=False)
+        benchmarks["val"], items["val"] = cfg.data.train, [ids[p] for p in eval_sets["val"].rows["dist"]]
         for name in cfg.data.test:
             t = table if name == cfg.data.train else open_benchmark(name, env.data_root, cfg.seed, env.s3_endpoint_url)
             use = ["test"] if name == cfg.data.train else sorted(set(t["split"]))
-            eval_sets[f"test/{name}"] = _dataset(subset(t, use, cfg.data.max_images, cfg.seed), use,
-                                                 cfg.data.image_size, cfg.seed, train=False)
+            ds = eval_sets[f"test/{name}"] = _dataset(subset(t, use, cfg.data.max_images, cfg.seed), use,
+                                                      cfg.data.image_size, cfg.seed, train=False)
+            t_ids = ids if t is table else dict(zip(t["dist"], item_ids(t)))
+            benchmarks[f"test/{name}"], items[f"test/{name}"] = name, [t_ids[p] for p in ds.rows["dist"]]
 
     amp = loop.autocast(ctx.device, cfg.runtime.amp)
 
@@ -136,6 +156,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         return {"model": inner.state_dict(), "opt": opt.state_dict(), "rng": loop.rng_state()}
 
     loop.train(ctx, cfg.budget, start, batches, step,
-               evaluate=lambda step_: (evaluate(model, eval_sets, cfg.data.batch_size, ctx.device, cfg.n_boot,
-                                                cfg.seed), {}),
+               evaluate=lambda step_: evaluate(model, eval_sets, cfg.data.batch_size, ctx.device, cfg.n_boot,
+                                               cfg.seed, benchmarks, items),
                state=state)
