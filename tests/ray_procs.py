@@ -165,7 +165,7 @@ TINY_ASSESS = {"axes": {"fidelity.backbone": ["vgg16_r"], "fit_on": [None, "demo
 
 
 def tiny_optimize(steps: int = 8, eval_every: int = 2, trials: int = 1) -> dict:
-    return {"axes": {"fidelity.backbone": ["vgg16_r", "resnet50"][:trials]}, "conditions": [],
+    return {"axes": {"fidelity.backbone": ["vgg16_r", "resnet50"][:trials]}, "conditions": [], "linked": {},
             "budget": {"steps": steps, "eval_every": eval_every},
             "scheduler": {"kind": "none", "metric": "val/psnr_y", "mode": "max"},
             "base": {"data": {"batch_size": 2}, "eval": {"fidelity_backbones": ["vgg16_r"]}}}

@@ -4,6 +4,8 @@ table behind the metrics."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -48,6 +50,11 @@ def test_fit_on_the_train_split_uses_both_terms_and_scores_the_test_split(root):
     # the demo's test split holds 2 of its 8 references: too few to resample, so no interval
     assert metrics["n_clusters"] == table.ref_id.nunique() == 2
     assert np.isnan(metrics["srcc_lo"]) and np.isnan(metrics["srcc_hi"])
+    # the measure under assessment, in the evaluator record's schema (the analysis reads it so)
+    (entry,) = records.check_evaluator_record(json.loads(files[records.CKPT_EVALUATORS]))
+    assert (entry["name"], entry["mode"], entry["higher_better"], entry["backbone"], entry["weights"]) == (
+        "fidelity_vgg16_r", "FR", False, "vgg16_r", "vgg16_r.seed")  # VGG-16-R: its seeded random weights
+    assert entry["range"] == [0.0, 1.0] and entry["shares"] == [] and "fitted on demo_fr" in entry["family"]
 
 
 def test_the_table_holds_each_scored_pair_and_the_intervals_resample_its_references(root):

@@ -66,7 +66,7 @@ def test_logged_images_are_the_final_steps_and_cached(logged, tmp_path):
     assert again.sr.keys() == cs.sr.keys()
 
 
-def test_api_stores_each_judgement_once_and_sync_mirrors_to_mlflow(logged):
+def test_api_stores_each_judgement_once_and_sync_mirrors_to_mlflow(logged, capsys):
     with Server(logged) as server:
         nxt = json.loads(_get(server.url + "api/next?judge=ana")[1])
         for key in ("reference_url", "left_url", "right_url"):
@@ -83,17 +83,19 @@ def test_api_stores_each_judgement_once_and_sync_mirrors_to_mlflow(logged):
         assert _post(server.url + "api/judgements", {**rec, "id": str(uuid.uuid4()), "left_run": "nope"})[0] == 422
         assert _post(server.url + "api/judgements", {**rec, "id": str(uuid.uuid4()), "extra": 1})[0] == 422
         assert _get(server.url + "api/config")[0] == 200
-    res = run_judge(logged, "--sync")
-    assert res.returncode == 0, res.stderr
-    assert "1 judgement(s)" in res.stdout and logged.sweep_run_id in res.stdout
+    # --sync in this process (the command itself runs as a process in test_bad_input_is_one_line)
+    capsys.readouterr()
+    assert main(judge_args(logged, "--sync")) == 0
+    synced = capsys.readouterr().out
+    assert "1 judgement(s)" in synced and logged.sweep_run_id in synced
     client = names.client(logged.uri)
     df = pd.read_parquet(client.download_artifacts(logged.sweep_run_id, ARTIFACT, str(logged.root / "dl")))
     assert list(df["id"]) == [rec["id"]] and df.iloc[0]["left_step"] == EVAL_STEPS[-1]
     assert df.iloc[0]["left_item"] == json.dumps({k: v for k, v in logged.runs[rec["left_run"]]["point"].items()
                                                   if k != "seed"}, sort_keys=True, separators=(",", ":"))
     # a second machine: empty local file, syncs, and gets the judgement from MLflow
-    other = run_judge(logged, "--sync", "--output-dir", str(logged.root / "elsewhere"))
-    assert other.returncode == 0 and "1 new from MLflow" in other.stdout
+    assert main(judge_args(logged, "--sync", "--output-dir", str(logged.root / "elsewhere"))) == 0
+    assert "1 new from MLflow" in capsys.readouterr().out
     assert len(load_judgements(logged.uri, logged.experiment)) == 1
 
 

@@ -24,7 +24,7 @@ def space() -> dict:
     raw = yaml.safe_load((SPACES_DIR / "demo.yaml").read_text())
     opt = raw["stages"]["optimize"]
     opt["axes"] = {"fidelity.backbone": ["vgg16_r", "resnet50"]}
-    opt["conditions"] = []
+    opt["conditions"], opt["linked"] = [], {}
     opt["base"]["data"]["batch_size"] = 2
     opt["base"]["eval"]["fidelity_backbones"] = ["vgg16_r"]
     opt["budget"] = {"steps": 16, "eval_every": 2}

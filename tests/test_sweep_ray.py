@@ -73,13 +73,17 @@ def optimize_and_transfer() -> dict:
         "optimize": {
             "axes": {"fidelity.backbone": ["vgg16_r"], "loss.adversarial_weight": [0.05],
                      "adversarial.discriminator": ["patch_resnet50"]},
-            "conditions": [],
+            "conditions": [], "linked": {},
             "budget": {"steps": 6, "eval_every": 2},
             "scheduler": {"kind": "asha", "metric": "val/psnr_y", "mode": "max", "grace_period": 2,
                           "reduction_factor": 2},
         },
         "transfer": {
-            "axes": {"model.backbone": ["resnet50"], "model.init": ["discriminator"]},
+            # the discriminator init from ImageNet, from the optimize cell the space's rule names
+            # (patch head, VGG-16-R loss, weight 0.05, same seed, final checkpoint)
+            "axes": {"model.backbone": ["resnet50"]},
+            "linked": {"init": {"disc_imagenet": {"model.init": "discriminator", "model.discriminator.weights": "imagenet"}},
+                       "protocol": {"nr_demo": {"model.kind": "nr", "data.train": "demo_nr", "data.test": ["demo_nr"]}}},
             "budget": {"steps": 4, "eval_every": 2},
             "scheduler": {"kind": "asha", "metric": "val/srcc", "mode": "max", "grace_period": 2,
                           "reduction_factor": 2},
@@ -124,7 +128,7 @@ def test_failed_trial_resumes_at_its_checkpoint_and_lineage_reaches_transfer(ray
 
     tr = runs[runs["tags.raygrid.stage"] == "transfer"].iloc[0]
     assert tr["tags.raygrid.init_from_run"] == opt.run_id
-    assert tr["params.model.discriminator_checkpoint"].startswith(opt["tags.raygrid.checkpoint.best"])
+    assert tr["params.model.discriminator_checkpoint"].startswith(opt["tags.raygrid.checkpoint.final"])
     assert [m.step for m in client.get_metric_history(tr.run_id, "val/srcc")] == [2, 4]
 
     # --resume of a finished sweep: nothing reruns, no new runs, the same parent run

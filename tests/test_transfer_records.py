@@ -82,6 +82,15 @@ def test_each_evaluation_ships_its_per_item_table(run):
     assert not set(table.loc[table["role"] == "val", "ref_id"]) & set(table.loc[table["role"] == "test", "ref_id"])
 
 
+def test_each_evaluation_names_the_model_in_an_evaluator_record(run):
+    import json
+
+    cfg, reports = run
+    record = records.check_evaluator_record(json.loads(reports.files[-1][records.CKPT_EVALUATORS]))
+    assert [(e["name"], e["mode"], e["higher_better"], e["backbone"], e["weights"], e["shares"]) for e in record] == [
+        ("iqa_fr_resnet50", "FR", True, "resnet50", "random", [])]
+
+
 def test_the_reported_intervals_resample_reference_images(run):
     from raygrid.metrics.correlation import srcc
 

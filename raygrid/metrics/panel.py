@@ -160,6 +160,16 @@ def weights_key(backbone: str, spec: str, weights_dir: str | None = None) -> str
     return spec
 
 
+def measure_record(name: str, mode: str, lower_better: bool, backbone: str | None, family: str,
+                   score_range=None, weights: str | None = None, discriminator_trunk: str | None = None) -> list[dict]:
+    """The evaluator record of a run whose subject is one IQA measure (an assess or transfer run):
+    one entry, in the same schema as an optimize run's panel, so the analysis reads every run's
+    evaluators one way. `discriminator_trunk`: the GAN discriminator trunk the measure starts from."""
+    entry = Evaluator(name, mode, lower_better, backbone, family, fn=lambda s, h: s, score_range=score_range,
+                      weights=weights)
+    return [entry.record(None, discriminator_trunk)]
+
+
 # ---------------------------------------------------------------------------------------------
 # pyiqa NR models
 # ---------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ CKPT_SAMPLES = "samples"  # samples/<crop id>.png: the SR crops at this step
 # -- MLflow artifacts and images -------------------------------------------------------------------
 ARTIFACT_SCORES = "scores/step_{step:08d}.parquet"  # a trial run's per-item table at `step`
 ARTIFACT_SCORES_DIR = "scores"
-ARTIFACT_EVALUATORS = "evaluators.json"  # a trial run's evaluator record (optimize)
+ARTIFACT_EVALUATORS = "evaluators.json"  # a trial run's evaluator record (optimize: its panel; assess, transfer: its measure)
 ARTIFACT_CROPS = "samples/crops.json"  # the sweep run's sample crops
 IMAGE_SR = "sr/{id}"  # log_image key on a trial run, at each evaluation step
 IMAGE_HR = "hr/{id}"  # on the sweep run, step 0

@@ -15,6 +15,7 @@ scored distorted image: raygrid.spec.records.SCHEMAS["assess"]) travels in the c
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -87,6 +88,16 @@ def score_table(cfg: AssessConfig, table, eval_table, dist: np.ndarray, score: n
         "score": score.astype(float).tolist()})
 
 
+def evaluator_record(cfg: AssessConfig, measure, env: loop.RunEnv) -> list[dict]:
+    """The measure this run assesses, as an evaluator record entry (raygrid.metrics.panel)."""
+    from raygrid.metrics.panel import measure_record, weights_key
+
+    b = cfg.fidelity.backbone
+    return measure_record(f"fidelity_{b}", "FR", bool(measure.lower_better), b,
+                          f"DISTS-style fidelity (alpha/beta: {cfg.fidelity.alpha_beta}, fitted on {cfg.fit_on})",
+                          tuple(measure.score_range), weights_key(b, cfg.fidelity.weights, env.weights_dir))
+
+
 def interval_metrics(dist: np.ndarray, score: np.ndarray, ref_ids, cfg: AssessConfig) -> dict[str, float]:
     """SRCC/KRCC/PLCC of quality = -distance, with intervals that resample reference images."""
     from raygrid.metrics.correlation import reference_correlations
@@ -122,7 +133,8 @@ def run_assess(cfg: AssessConfig, env: loop.RunEnv, device: torch.device,
     metrics.update(interval_metrics(dist, score, eval_table["ref_id"], cfg))
     metrics["abs_srcc"] = abs(metrics["srcc"])
     metrics["pairs"] = float(len(score))
-    files = {records.CKPT_SCORES: score_table(cfg, table, eval_table, dist, score, measure.lower_better)}
+    files = {records.CKPT_SCORES: score_table(cfg, table, eval_table, dist, score, measure.lower_better),
+             records.CKPT_EVALUATORS: json.dumps(evaluator_record(cfg, measure, env), indent=1).encode()}
     return metrics, measure, files
 
 

@@ -12,6 +12,7 @@ evaluation's per-item table (one row per scored image and set: raygrid.spec.reco
 
 from __future__ import annotations
 
+import json
 import tempfile
 from typing import Any
 
@@ -68,8 +69,22 @@ def predict(model, dataset, batch_size: int, device: torch.device) -> tuple[np.n
     return np.concatenate(preds), np.concatenate(scores)
 
 
+def evaluator_record(cfg: IQAFinetuneConfig, weights_dir: str | None) -> list[dict]:
+    """The IQA model this run trains, as an evaluator record entry (raygrid.metrics.panel): its
+    `shares` names the discriminator trunk an init "discriminator" starts from."""
+    from raygrid.metrics.panel import measure_record, weights_key
+
+    m = cfg.model
+    weights = {"imagenet": lambda: weights_key(m.backbone, m.weights, weights_dir), "random": lambda: "random",
+               "discriminator": lambda: f"discriminator:{m.discriminator_checkpoint}"}[m.init]()
+    return measure_record(f"iqa_{m.kind}_{m.backbone}", m.kind.upper(), False, m.backbone,
+                          f"fine-tuned IQA model (init {m.init})", None, weights,
+                          discriminator_trunk=m.backbone if m.init == "discriminator" else None)
+
+
 def evaluate(model, sets: dict[str, Any], batch_size: int, device: torch.device, n_boot: int,
-             seed: int, benchmarks: dict[str, str], items: dict[str, list[str]]) -> tuple[dict[str, float], dict[str, bytes]]:
+             seed: int, benchmarks: dict[str, str], items: dict[str, list[str]],
+             record: list[dict] | None = None) -> tuple[dict[str, float], dict[str, bytes]]:
     """Correlations per set (`val` selects, `test/<benchmark>` is reported), with intervals that
     resample reference images, and the per-item table of every scored image
     (raygrid.spec.records.SCHEMAS["transfer"]; `scores.parquet` in the checkpoint)."""
@@ -88,7 +103,10 @@ def evaluate(model, sets: dict[str, Any], batch_size: int, device: torch.device,
         columns["ref_id"] += refs
         columns["pred"] += pred.astype(float).tolist()
         columns["score"] += score.astype(float).tolist()
-    return out, {records.CKPT_SCORES: records.table_bytes("transfer", columns)}
+    files = {records.CKPT_SCORES: records.table_bytes("transfer", columns)}
+    if record is not None:
+        files[records.CKPT_EVALUATORS] = json.dumps(record, indent=1).encode()
+    return out, files
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -157,5 +175,5 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     loop.train(ctx, cfg.budget, start, batches, step,
                evaluate=lambda step_: evaluate(model, eval_sets, cfg.data.batch_size, ctx.device, cfg.n_boot,
-                                               cfg.seed, benchmarks, items),
+                                               cfg.seed, benchmarks, items, evaluator_record(cfg, env.weights_dir)),
                state=state)
