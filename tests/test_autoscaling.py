@@ -23,8 +23,10 @@ PLACEMENT = textwrap.dedent("""
     import ray
     from ray.util.state import list_actors, list_nodes
     ray.init(address=sys.argv[1], logging_level="ERROR")
-    nodes = list_nodes(limit=100)
-    workers = list_actors(filters=[("class_name", "=", "RayTrainWorker")], limit=100)
+    # the State API by this cluster's dashboard: a node registered under two addresses
+    # (127.0.0.1 and the host's) reads as two Ray instances to the address lookup
+    nodes = list_nodes(address=sys.argv[2], limit=100)
+    workers = list_actors(address=sys.argv[2], filters=[("class_name", "=", "RayTrainWorker")], limit=100)
     print(json.dumps({"head": [n.node_id for n in nodes if n.is_head_node],
                       "workers": [a.node_id for a in workers], "nodes": len(nodes)}))
 """)
@@ -51,7 +53,7 @@ def test_autoscaling_cluster_runs_trials_on_nodes_it_adds_and_times_out_in_one_l
         assert "up to 3 at a time (the autoscaler's config" in console, console  # head 1 + 2 x 1 CPU
         trials = rp.trial_runs(out / "mlflow.db")
         assert len(trials) == 2 and {r["tags"]["raygrid.outcome"] for r in trials} == {"finished"}
-        query = subprocess.run([sys.executable, "-c", PLACEMENT, address], capture_output=True, text=True,
+        query = subprocess.run([sys.executable, "-c", PLACEMENT, address, h.dashboard], capture_output=True, text=True,
                                env=h.env, timeout=120)
         assert query.returncode == 0, query.stderr[-3000:]
         placed = json.loads(query.stdout.splitlines()[-1])

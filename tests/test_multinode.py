@@ -31,7 +31,7 @@ def space() -> dict:
     opt["scheduler"] = {"kind": "none", "metric": "val/psnr_y", "mode": "max"}
     opt["resources"] = {"workers": 1, "gpus_per_worker": 0, "cpus_per_worker": 1}  # one trainer per node
     opt["max_failures"] = 2
-    return {"name": "multinode", "stages": {"optimize": opt}}
+    return {"name": "multinode", "weights_dir": raw["weights_dir"], "stages": {"optimize": opt}}
 
 
 def worker_nodes_with_trainers(worker_ids: set[str]) -> set[str]:
@@ -84,7 +84,13 @@ def test_trials_spread_over_nodes_and_survive_losing_one(tmp_path, s3_env):
         opts = RunOptions(output_dir=str(tmp_path / "out"), storage="s3://raygrid-multinode/ray",
                           artifact_root="s3://raygrid-multinode/mlflow", s3_endpoint_url=s3_env, report=False)
         outcome: dict = {}
-        runner = threading.Thread(target=lambda: outcome.setdefault("result", execute(sweep, opts)), daemon=True)
+        def run():
+            try:
+                outcome["result"] = execute(sweep, opts)
+            except BaseException as e:  # noqa: BLE001 — shown by the wait below
+                outcome["error"] = e
+
+        runner = threading.Thread(target=run, daemon=True)
         runner.start()
 
         # Wait until both trainers run on the two worker nodes and both trials have a checkpoint
@@ -95,6 +101,7 @@ def test_trials_spread_over_nodes_and_survive_losing_one(tmp_path, s3_env):
         busy: set[str] = set()
         registered: set[str] = set()
         while time.time() < deadline:
+            assert "error" not in outcome, f"the sweep stopped: {outcome.get('error')!r}"
             busy = worker_nodes_with_trainers(worker_ids)
             registered = registered_checkpoints(s3, "raygrid-multinode", "ray/multinode/train/")
             if len(busy) == 2 and len(registered) == 2:

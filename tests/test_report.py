@@ -281,46 +281,6 @@ def test_per_generator_rows_and_what_people_saw(generator_store, tmp_path):
 # Slow lane: a real CPU sweep with two generators; headless Chromium
 # ---------------------------------------------------------------------------------------------
 
-def generator_space() -> dict:
-    """The demo space cut to what the per-generator rows need: 3 backbones (the fewest a rank
-    correlation takes) x generator.arch {swinir, hat}, no adversarial loss, 2 steps, random weights."""
-    import yaml
-
-    from raygrid.space import SPACES_DIR
-
-    raw = yaml.safe_load((SPACES_DIR / "demo.yaml").read_text())
-    raw["name"] = "report_generators"
-    assess, optimize = raw["stages"]["assess"], raw["stages"]["optimize"]
-    backbones = ["vgg16_r", "resnet50", "convnext_tiny"]
-    assess["axes"] = {"fidelity.backbone": backbones, "fit_on": [None]}
-    assess["base"].update(max_pairs=16, n_boot=20, fidelity={"weights": "random", "alpha_beta": "uniform"})
-    optimize.update(axes={"fidelity.backbone": backbones, "generator.arch": ["swinir", "hat"]}, linked={}, conditions=[],
-                    budget={"steps": 2, "eval_every": 2}, scheduler={"kind": "none", "metric": "val/psnr_y", "mode": "max"})
-    base = optimize["base"]
-    base["fidelity"]["weights"] = base["adversarial"]["weights"] = base["eval"]["weights"] = "random"
-    base["data"].update(batch_size=2, max_eval_images=2)
-    raw["stages"] = {"assess": assess, "optimize": optimize}
-    return raw
-
-
-@pytest.mark.slow  # Ray, 9 trials on CPU; run under `flock /tmp/raygrid-ray.lock`
-def test_a_real_sweep_with_two_generators_reports_per_generator_rows(tmp_path):
-    from raygrid.run.options import RunOptions
-    from raygrid.run.runner import execute
-    from raygrid.space import parse_space
-
-    result = execute(parse_space(generator_space(), source="generators.yaml"),
-                     RunOptions(output_dir=str(tmp_path / "out"), data_root=str(tmp_path / "data"), num_cpus=2))
-    assert sum(s.failed for s in result.stages) == 0
-    report = tmp_path / "out" / "report"
-    html = (report / "index.html").read_text(encoding="utf-8")
-    assert "could not be produced" not in html
-    asym = pd.read_csv(report / "asymmetry.csv")
-    per = asym[(asym["panel"] == "all evaluators") & (asym["generator"] != "all")]
-    assert set(per["generator"]) == {"swinir", "hat"} and per["n_backbones"].eq(3).all()
-    assert "Per generator.arch" in html and "per generator.arch: the conclusion" in html
-
-
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--hide-scrollbars", "--enable-logging=stderr", "--v=0"]

@@ -10,6 +10,7 @@ docs/reliability.md describes interruption, failures and the console.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -48,7 +49,8 @@ def _start_ray(opts: RunOptions) -> bool:
     if ray.is_initialized():
         return False
     if opts.address:
-        ray.init(address=opts.address, log_to_driver=True, logging_level="WARNING")
+        with _keeping_sigterm():
+            ray.init(address=opts.address, log_to_driver=True, logging_level="WARNING")
         return True
     # A local instance: faster trainer start-up polling (the default 2 s makes every nested
     # TorchTrainer ~10 s slower); the dashboard must be on so Ray Train can free the placement
@@ -60,8 +62,9 @@ def _start_ray(opts: RunOptions) -> bool:
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
     try:
-        ray.init(num_cpus=opts.num_cpus, num_gpus=opts.num_gpus, include_dashboard=True,
-                 log_to_driver=True, configure_logging=True, logging_level="WARNING")
+        with _keeping_sigterm():
+            ray.init(num_cpus=opts.num_cpus, num_gpus=opts.num_gpus, include_dashboard=True,
+                     log_to_driver=True, configure_logging=True, logging_level="WARNING")
     finally:
         if main:
             signal.signal(signal.SIGINT, previous)
@@ -71,6 +74,20 @@ def _start_ray(opts: RunOptions) -> bool:
 
 
 _reaper = None  # the watchdog of the local Ray instance's processes (raygrid.run.reaper)
+
+
+@contextlib.contextmanager
+def _keeping_sigterm():
+    """ray.init installs the core worker's failure-signal handler for SIGTERM in this process
+    (it prints "*** SIGTERM received ***" and kills the process): the sweep's own handler
+    (raygrid.run.interrupt), which `ray job stop` relies on, is put back afterwards."""
+    main = threading.current_thread() is threading.main_thread()
+    ours = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if main and callable(ours):
+            signal.signal(signal.SIGTERM, ours)
 
 
 def _shutdown_ray() -> None:
