@@ -175,6 +175,20 @@ def test_assessment_table_from_the_per_item_tables(data):
     assert never["status"] == "0/1 compared; 1 not run" and never["n_not_run"] == 1
 
 
+def test_a_benchmark_with_two_references_gets_values_without_an_interval(data):
+    import copy
+
+    few = copy.copy(data)
+    few.scores = dict(data.scores)
+    items = data.scores["assess"].copy()
+    items["ref_id"] = np.where(np.arange(len(items)) % 2 == 0, "r0", "r1")  # every run: 2 references
+    few.scores["assess"] = items
+    assess = tables.assessment_table(few, n_boot=50)
+    row = _row(assess, variant="uniform", backbone=R, benchmark=F.BENCHES[0])
+    assert np.isfinite(row["srcc"]) and math.isnan(row["srcc_lo"]) and math.isnan(row["srcc_hi"])
+    assert row["n_refs"] == 2 and row["resampled"] == "no interval: 2 reference images (fewer than 3)"
+
+
 # ---------------------------------------------------------------------------------------------
 # Optimization table and evaluator records
 # ---------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from scipy import stats
 from raygrid import spec as catalog
 from raygrid.analysis.load import SweepData
 from raygrid.analysis.outcomes import counts
-from raygrid.metrics.correlation import correlations
+from raygrid.metrics.correlation import MIN_CLUSTERS, correlations
 
 ASSESS_KEYS = {"backbone": "fidelity.backbone", "benchmark": "benchmark", "fit_on": "fit_on",
                "alpha_beta": "fidelity.alpha_beta"}
@@ -144,8 +144,14 @@ def assessment_table(data: SweepData, n_boot: int = 1000, seed: int = 0, level: 
     per_run = {}
     for run_id, g in items.groupby("run_id"):
         flip = bool(g["lower_better"].iloc[0])
-        c = correlations(g["pred"].to_numpy(float), g["score"].to_numpy(float), n_boot=n_boot, seed=seed, ci=level,
-                         lower_better=flip, clusters=g["ref_id"].astype(str).to_numpy(), measures=("srcc", "plcc"))
+        refs = g["ref_id"].astype(str).to_numpy()
+        n_refs = len(set(refs.tolist()))
+        enough = n_refs >= MIN_CLUSTERS  # fewer references: no interval (the assess stage's rule)
+        c = correlations(g["pred"].to_numpy(float), g["score"].to_numpy(float), n_boot=n_boot if enough else 0,
+                         seed=seed, ci=level, lower_better=flip, clusters=refs if enough else None,
+                         measures=("srcc", "plcc"))
+        if not enough:
+            c.update(n_clusters=float(n_refs), resampled=f"no interval: {n_refs} reference images (fewer than {MIN_CLUSTERS})")
         c["krcc"] = stats.kendalltau(-g["pred"] if flip else g["pred"], g["score"]).statistic
         per_run[run_id] = {**c, "n_pairs": c["n"], "n_refs": c["n_clusters"]}
     keys = cols + axis_columns(run)

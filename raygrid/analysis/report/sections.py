@@ -48,10 +48,14 @@ def assess(r, sec) -> None:
         sec.notes.append("No assess trials: the IQA side of the asymmetry is missing.")
         return
     units = sorted(set(table["resampled"].dropna()) - {""})
+    none = [u for u in units if u.startswith("no interval")]
+    units = [u for u in units if u not in none]
     sec.add(paragraph("SRCC / PLCC of each fidelity measure (quality = the oriented distance) against the human "
                       "scores, per benchmark; hover a cell for the 95% intervals. The bootstrap resamples "
                       f"{' / '.join(units) or 'nothing'}: the unit is the reference image, since all pairs of a "
-                      "reference share its content. 'mean' is over the benchmarks of the row."))
+                      "reference share its content. 'mean' is over the benchmarks of the row."
+                      + (f" Some cells have no interval ({'; '.join(u.removeprefix('no interval: ') for u in none)}): "
+                         "a bootstrap over so few references says nothing about others." if none else "")))
     for variant in sorted(table["variant"].dropna().unique(), key=lambda v: (v != "uniform", v)):
         sec.add(f"<h3>α/β: {html.escape(variant)}</h3>")
         sec.add(_assess_pivot(table[table["variant"] == variant]))
