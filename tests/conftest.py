@@ -8,7 +8,15 @@ an accidental download attempt fails loudly instead of silently filling ~/.cache
 import os
 import tempfile
 
-_CACHE = tempfile.mkdtemp(prefix="raygrid-test-cache-")
+# Under pytest-xdist the workers of one run share the cache (the demo data and the demo's
+# pretrained weights are built once per run, not once per worker: both builds are safe to race,
+# they are made in a temporary folder and renamed into place).
+_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+if _RUN:
+    _CACHE = os.path.join(tempfile.gettempdir(), f"raygrid-test-cache-{_RUN}")
+    os.makedirs(_CACHE, exist_ok=True)
+else:
+    _CACHE = tempfile.mkdtemp(prefix="raygrid-test-cache-")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HOME"] = os.path.join(_CACHE, "hf")

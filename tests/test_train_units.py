@@ -11,7 +11,7 @@ import copy
 import pytest
 import torch
 
-from raygrid.run.preflight import preflight
+from raygrid.run.preflight import check_weights_and_files
 from raygrid.run.tune_stage import driver_resources, max_concurrent_trials
 from raygrid.space import SpaceError, load_space
 from raygrid.stages import loop
@@ -125,7 +125,7 @@ def test_concurrency_follows_gpu_and_cpu_arithmetic():
 def test_preflight_names_the_missing_weight_file(tmp_path):
     sweep = load_space("paper")
     with pytest.raises(SpaceError) as err:
-        preflight(sweep, data_root=str(tmp_path), weights_dir=str(tmp_path / "weights"))
+        check_weights_and_files(sweep, weights_dir=str(tmp_path / "weights"))
     text = str(err.value)
     assert "\n" not in text and "paper.yaml" in text
     assert str(tmp_path / "weights") in text and (".pth" in text or ".safetensors" in text)
@@ -139,8 +139,12 @@ def test_unusable_tracking_store_stops_the_sweep_before_anything_runs(tmp_path):
     sweep.stages = {"assess": sweep.stages["assess"]}
     opts = RunOptions(output_dir=str(tmp_path), tracking_uri="sqlite:////dev/null/mlflow.db",
                       data_root=str(tmp_path / "data"))
-    with pytest.raises(SpaceError, match=r"--tracking-uri: MLflow at sqlite:////dev/null/mlflow.db is not usable"):
+    with pytest.raises(SpaceError, match=r"--tracking-uri: MLflow at sqlite:////dev/null/mlflow.db is not usable: "
+                                         r"/dev/null is not a writable folder"):
         execute(sweep, opts)
+    import ray
+
+    assert not ray.is_initialized()  # found before Ray starts (and before the demo weights are built)
 
 
 # ---------------------------------------------------------------------------------------------

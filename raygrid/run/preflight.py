@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
@@ -27,7 +28,14 @@ from urllib.parse import urlparse
 from raygrid import io
 from raygrid.space import SpaceError, Sweep
 from raygrid.spec.generators import resolve_checkpoint
-from raygrid.spec.trainables import BackboneWeights, GeneratorCheckpoint, LocalFile, NRMetric, WeightNeed, of
+from raygrid.spec.trainables import (
+    BackboneWeights,
+    GeneratorCheckpoint,
+    LocalFile,
+    NRMetric,
+    WeightNeed,
+    of,
+)
 
 SERVICE_TIMEOUT_S = 5.0  # per check; a dead port answers at once, a black hole takes this long
 
@@ -39,10 +47,17 @@ def weight_needs(sweep: Sweep) -> list[tuple[str, WeightNeed]]:
     return sorted(needs, key=lambda n: (type(n[1]).__name__, n[0], repr(n[1])))
 
 
-def preflight(sweep: Sweep, data_root: str, weights_dir: str | None, endpoint_url: str | None = None) -> None:
-    check_weights_and_files(sweep, weights_dir)
+def preflight(sweep: Sweep, data_root: str, weights_dir: str | None | Callable[[], str | None],
+              endpoint_url: str | None = None) -> str | None:
+    """Every check, cheapest first: the datasets (labels and image headers), then the weights,
+    then the prepared stores. `weights_dir` may be a function that resolves it (building the
+    demo's weights takes seconds): it runs only once the data checks passed. Returns the weights dir."""
     check_datasets(sweep, data_root, endpoint_url)
+    if callable(weights_dir):
+        weights_dir = weights_dir()
+    check_weights_and_files(sweep, weights_dir)
     check_sr_stores(sweep, data_root)
+    return weights_dir
 
 
 def check_weights_and_files(sweep: Sweep, weights_dir: str | None) -> None:
@@ -194,7 +209,11 @@ def _smaller_than(paths: list[str], crop: int) -> list[tuple[str, tuple[int, int
 
 def _check_benchmark(sweep: Sweep, stage: str, name: str, data_root: str) -> None:
     from raygrid.data.images import DatasetRootError
-    from raygrid.data.iqa import BenchmarkFormatError, load_benchmark, resolve_benchmark_root
+    from raygrid.data.iqa import (
+        BenchmarkFormatError,
+        load_benchmark,
+        resolve_benchmark_root,
+    )
 
     root = resolve_benchmark_root(name, data_root)
     if io.is_s3(root):
@@ -219,9 +238,24 @@ def check_services(tracking_uri: str, storage_uri: str, data_root: str, endpoint
     """Each service answers within SERVICE_TIMEOUT_S, or one line naming the option."""
     if tracking_uri.startswith(("http://", "https://")):
         _check_http(tracking_uri)
+    elif tracking_uri.startswith("sqlite:///"):
+        _check_sqlite(tracking_uri)
     for option, uri in (("--storage", storage_uri), ("--data-root", data_root)):
         if io.is_s3(uri):
             _check_s3(option, uri, endpoint_url)
+
+
+def _check_sqlite(uri: str) -> None:
+    """The database file's folder is a writable folder, or can be made under one (MLflow makes
+    the file): so that a bad path fails here, before Ray starts, not when the sweep run opens."""
+    import os
+
+    folder = Path(uri[len("sqlite:///"):]).parent
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK):
+        what = "is not a writable folder" if existing is not None else "does not exist"
+        raise SpaceError("--tracking-uri", "", f"MLflow at {uri} is not usable: {existing or folder} {what}; "
+                         "expected a path to a file in a writable folder")
 
 
 def _check_http(uri: str) -> None:

@@ -131,9 +131,10 @@ def execute(sweep: Sweep, opts: RunOptions, console: Console | None = None) -> S
 
     with sweep_lock(out):
         check_services(tracking_uri, storage_uri, data_root, endpoint)
-        # --weights-dir wins; a space's `weights_dir: demo` is the demo's own pretrained files (built here)
-        weights_dir = resolve_weights_dir(opts.weights_dir, sweep.spec.weights_dir, data_root)
-        preflight(sweep, data_root, weights_dir, endpoint)
+        # --weights-dir wins; a space's `weights_dir: demo` is the demo's own pretrained files
+        # (built once the data checks passed)
+        weights_dir = preflight(sweep, data_root,
+                                lambda: resolve_weights_dir(opts.weights_dir, sweep.spec.weights_dir, data_root), endpoint)
         return _run(sweep, opts, console, t_start, out, storage_uri, endpoint, tracking_uri, data_root, weights_dir)
 
 
