@@ -28,10 +28,9 @@ from pathlib import Path
 from typing import Literal
 
 from raygrid.errors import PermanentError
-from raygrid.spec.generators import GENERATOR_WEIGHTS
 from raygrid.spec.backbones import (
-    FILE_PREFIX,
     BACKBONES,
+    FILE_PREFIX,
     TIMM_PREFIX,
     Normalization,
     WeightFile,
@@ -39,6 +38,7 @@ from raygrid.spec.backbones import (
     timm_weights,
     unknown_backbone,
 )
+from raygrid.spec.generators import GENERATOR_WEIGHTS
 
 ENV_WEIGHTS_DIR = "RAYGRID_WEIGHTS"
 # A weights dir raygrid built itself (the demo's, raygrid.data.demo_weights) records its files'

@@ -12,9 +12,8 @@ import sys
 import textwrap
 
 import pytest
-import yaml
-
 import ray_procs as rp
+import yaml
 
 pytestmark = pytest.mark.slow  # starts Ray
 

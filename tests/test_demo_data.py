@@ -11,7 +11,14 @@ import pytest
 import torch
 
 from raygrid import spec
-from raygrid.data.demo import DEMO_VERSION, DISTORTIONS, MARKER, N_LEVELS, build_demo, pseudo_mos
+from raygrid.data.demo import (
+    DEMO_VERSION,
+    DISTORTIONS,
+    MARKER,
+    N_LEVELS,
+    build_demo,
+    pseudo_mos,
+)
 from raygrid.data.iqa import IQADataset, load_benchmark, resolve_benchmark_root
 from raygrid.data.sr import SRTestSet, SRTrainSet, resolve_sr_root
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-
 import ray_procs as rp
 
 pytestmark = pytest.mark.slow  # starts Ray

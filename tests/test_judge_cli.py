@@ -12,13 +12,20 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from judge_fixtures import (
+    CROP_SIZE,
+    EVAL_STEPS,
+    Server,
+    build_store,
+    judge_args,
+    run_judge,
+)
 from PIL import Image
-from judge_fixtures import CROP_SIZE, EVAL_STEPS, Server, build_store, judge_args, run_judge
 
-from raygrid.spec import mlflow as names
 from raygrid.judge.cli import main
 from raygrid.judge.source import load_crop_set
 from raygrid.judge.sync import ARTIFACT, load_judgements
+from raygrid.spec import mlflow as names
 
 
 @pytest.fixture(scope="module")

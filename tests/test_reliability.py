@@ -19,7 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from raygrid.data.images import DatasetRootError, ImageDecodeError, ImageSizeError, read_rgb, write_rgb
+from raygrid.data.images import (
+    DatasetRootError,
+    ImageDecodeError,
+    ImageSizeError,
+    read_rgb,
+    write_rgb,
+)
 from raygrid.data.iqa.parsing import BenchmarkFormatError, MissingImageError
 from raygrid.errors import PermanentError, Picklable
 from raygrid.run import failures

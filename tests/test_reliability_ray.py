@@ -16,15 +16,14 @@ import os
 import shlex
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-from raygrid.data.images import write_rgb
 import ray_procs as rp
 from test_reliability import instances, truncated_png
+
+from raygrid.data.images import write_rgb
 
 pytestmark = pytest.mark.slow  # starts Ray
 

@@ -17,8 +17,8 @@ import yaml
 
 from raygrid.run.options import RunOptions
 from raygrid.run.runner import execute
-from raygrid.spec import mlflow as names
 from raygrid.space import SPACES_DIR, parse_space
+from raygrid.spec import mlflow as names
 
 pytestmark = pytest.mark.slow  # starts Ray
 

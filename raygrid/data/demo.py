@@ -54,9 +54,9 @@ from PIL import Image, ImageEnhance
 from scipy.ndimage import gaussian_filter
 from scipy.stats import norm
 
-from raygrid.spec.datasets import BENCHMARKS, SR_SETS
-from raygrid.io import local_root
 from raygrid.data.images import bicubic_downscale, to_tensor, to_uint8, write_rgb
+from raygrid.io import local_root
+from raygrid.spec.datasets import BENCHMARKS, SR_SETS
 
 log = logging.getLogger(__name__)
 

@@ -50,10 +50,10 @@ from raygrid.data.images import (
     read_rgb,
     to_tensor,
 )
-from raygrid.io import ensure_local, local_root
-from raygrid.io import is_s3 as is_s3_uri
 from raygrid.data.sr_store import SRStore, find_store, open_store
 from raygrid.data.stream import PassOrder, sample_rng
+from raygrid.io import ensure_local, local_root
+from raygrid.io import is_s3 as is_s3_uri
 
 log = logging.getLogger(__name__)
 

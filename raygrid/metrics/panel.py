@@ -135,7 +135,9 @@ def sr_protocol_evaluators(scale: int = 4) -> list[Evaluator]:
 
 def fidelity_evaluator(backbone: str, weights: str = "random", weights_dir: str | None = None,
                        device: str = "cpu") -> Evaluator:
-    from raygrid.nets.fidelity import create_fidelity  # heavy (timm/open_clip); built on demand
+    from raygrid.nets.fidelity import (
+        create_fidelity,  # heavy (timm/open_clip); built on demand
+    )
 
     measure = create_fidelity(backbone, weights=weights, alpha_beta="uniform", weights_dir=weights_dir)
     measure = measure.to(device).eval()

@@ -141,7 +141,12 @@ def execute(sweep: Sweep, opts: RunOptions, console: Console | None = None) -> S
 def _run(sweep: Sweep, opts: RunOptions, console: Console, t_start: float, out: Path, storage_uri: str,
          endpoint: str | None, tracking_uri: str, data_root: str, weights_dir: str | None) -> SweepResult:
     from raygrid.cluster.capacity import autoscaler_log, discover
-    from raygrid.run.tune_stage import StageRun, StopOnNoNodes, max_concurrent_trials, run_stage
+    from raygrid.run.tune_stage import (
+        StageRun,
+        StopOnNoNodes,
+        max_concurrent_trials,
+        run_stage,
+    )
 
     started_ray = _start_ray(opts)
     sweep_run_id = None

@@ -22,7 +22,7 @@ from raygrid.run import failures, interrupt
 from raygrid.space.expand import sampled_json
 from raygrid.spec import mlflow as names
 from raygrid.spec import records
-from raygrid.spec.mlflow import client, default_tracking_uri, flatten
+from raygrid.spec.mlflow import client, flatten
 
 # Tune's bookkeeping keys: not experiment metrics.
 _TUNE_KEYS = {

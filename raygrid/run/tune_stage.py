@@ -104,7 +104,10 @@ def trial_driver(config: dict[str, Any], env: dict[str, Any], stage: dict[str, A
 def _no_nodes(error: BaseException, stage: dict[str, Any]) -> failures.Failure | None:
     """The NO_NODES failure when Train gave up waiting for the workers' placement group (its
     start timeout), or found that no node type can ever hold them."""
-    from ray.train.v2._internal.exceptions import InsufficientClusterResourcesError, WorkerGroupStartupTimeoutError
+    from ray.train.v2._internal.exceptions import (
+        InsufficientClusterResourcesError,
+        WorkerGroupStartupTimeoutError,
+    )
 
     cause = getattr(error, "controller_failure", None)
     if not isinstance(cause, (WorkerGroupStartupTimeoutError, InsufficientClusterResourcesError)):

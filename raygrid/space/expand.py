@@ -20,10 +20,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from raygrid.spec import trainables
-from raygrid.spec.trainables import TrainableSpec
 from raygrid.space.errors import SpaceError, fmt_point, message, model_fields_of
 from raygrid.space.schema import StageSpec, SweepSpec
+from raygrid.spec import trainables
+from raygrid.spec.trainables import TrainableSpec
 from raygrid.stages.config import KeyedValueError, Strict
 
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from raygrid.spec.backbones import is_backbone, unknown_backbone
 from raygrid.spec.datasets import BENCHMARKS, CSV_PREFIX, SR_SETS, is_benchmark

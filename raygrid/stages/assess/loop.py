@@ -16,7 +16,6 @@ scored distorted image: raygrid.spec.records.SCHEMAS["assess"]) travels in the c
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Any

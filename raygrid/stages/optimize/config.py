@@ -9,8 +9,18 @@ from pydantic import Field, field_validator, model_validator
 
 from raygrid.spec.backbones import BACKBONES
 from raygrid.spec.datasets import shared_images
-from raygrid.spec.generators import GENERATORS, check_scale, checkpoint_entry, get_preset
-from raygrid.spec.discriminators import CONV_TRUNK, GAN_LOSSES, NO_DISCRIMINATOR, trunk_of
+from raygrid.spec.discriminators import (
+    CONV_TRUNK,
+    GAN_LOSSES,
+    NO_DISCRIMINATOR,
+    trunk_of,
+)
+from raygrid.spec.generators import (
+    GENERATORS,
+    check_scale,
+    checkpoint_entry,
+    get_preset,
+)
 from raygrid.stages.config import (
     BackboneName,
     Budget,

@@ -8,8 +8,8 @@ from raygrid.costs import forward_gflops
 from raygrid.spec.backbones import BACKBONES
 from raygrid.spec.datasets import SR_SETS
 from raygrid.spec.discriminators import CONV_TRUNK, trunk_of
-from raygrid.spec.mlflow import metric_name
 from raygrid.spec.generators import flop_key
+from raygrid.spec.mlflow import metric_name
 from raygrid.spec.trainables import (
     BackboneWeights,
     DatasetNeeds,

@@ -8,7 +8,11 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from raygrid.spec.datasets import BENCHMARKS
-from raygrid.spec.discriminators import CONV_TRUNK, DISCRIMINATOR_HEADS, DISCRIMINATOR_TRUNKS
+from raygrid.spec.discriminators import (
+    CONV_TRUNK,
+    DISCRIMINATOR_HEADS,
+    DISCRIMINATOR_TRUNKS,
+)
 from raygrid.stages.config import (
     BackboneName,
     BenchmarkName,

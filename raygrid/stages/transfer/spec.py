@@ -9,7 +9,13 @@ from typing import Literal
 
 from raygrid.costs import forward_gflops
 from raygrid.spec.datasets import BENCHMARKS
-from raygrid.spec.trainables import BackboneWeights, DatasetNeeds, Lineage, TrainableSpec, WeightNeed
+from raygrid.spec.trainables import (
+    BackboneWeights,
+    DatasetNeeds,
+    Lineage,
+    TrainableSpec,
+    WeightNeed,
+)
 from raygrid.stages.optimize.config import SRGanConfig
 from raygrid.stages.transfer.config import IQAFinetuneConfig
 
