@@ -163,7 +163,7 @@ def test_corrupt_png_and_csv_image_fail_once_with_the_file_and_line(tmp_path, ca
 def test_raygrid_exceptions_cross_a_ray_task_boundary_intact():
     import ray
 
-    ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="ERROR")
     try:
         @ray.remote
         def raise_it(exc):

@@ -128,7 +128,7 @@ def test_a_tiny_tune_run_stops_trials_within_their_group_only(tmp_path):
             tune.report({"step": step, "val/m": offset - point["seed"]})
 
     specs = [{"meta": {"point": {"cell": g, "seed": s}}} for s in SEEDS for g in ("a", "b")]
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     try:
         tuner = tune.Tuner(
             tune.with_resources(trainable, {"cpu": 1}),

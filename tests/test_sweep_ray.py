@@ -35,7 +35,7 @@ def ray_local(tmp_path_factory):
     os.environ["RAYGRID_FAIL_ONCE"] = f"5:{marker}"
     os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.25"
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-    ray.init(num_cpus=2, include_dashboard=True, logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, include_dashboard=True, logging_level="WARNING")
     yield marker
     ray.shutdown()
     del os.environ["RAYGRID_FAIL_ONCE"]

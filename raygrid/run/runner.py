@@ -63,7 +63,9 @@ def _start_ray(opts: RunOptions) -> bool:
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
     try:
         with _keeping_sigterm():
-            ray.init(num_cpus=opts.num_cpus, num_gpus=opts.num_gpus, include_dashboard=True,
+            # address="local": always a new instance of this sweep's own, never one that a
+            # `ray start` left on this machine (that needs --address, and takes no num_cpus)
+            ray.init(address="local", num_cpus=opts.num_cpus, num_gpus=opts.num_gpus, include_dashboard=True,
                      log_to_driver=True, configure_logging=True, logging_level="WARNING")
     finally:
         if main:
@@ -122,7 +124,7 @@ def execute(sweep: Sweep, opts: RunOptions, console: Console | None = None) -> S
     out.mkdir(parents=True, exist_ok=True)
     storage_uri = opts.storage or str(out / "ray")
     endpoint = io.endpoint(opts.s3_endpoint_url)
-    tracking_uri = opts.tracking_uri or tracking.default_tracking_uri(str(out))
+    tracking_uri = opts.tracking_uri or names.default_tracking_uri(str(out))
     data_root = io.data_root(opts.data_root, sweep.spec.data_root)
     if opts.s3_endpoint_url:
         os.environ.setdefault("RAYGRID_S3_ENDPOINT_URL", opts.s3_endpoint_url)
