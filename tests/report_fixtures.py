@@ -403,11 +403,11 @@ def build_store(root: Path, tracking_uri: str | None = None, partial: bool = Fal
 
 
 def _build_store(root: Path, tracking_uri: str | None, partial: bool) -> dict[str, Any]:
-    from raygrid.run import tracking
+    from raygrid.spec import mlflow as names
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    s = _Sweep(root, tracking_uri or tracking.default_tracking_uri(str(root)), PARTIAL_EXPERIMENT if partial else EXPERIMENT)
+    s = _Sweep(root, tracking_uri or names.default_tracking_uri(str(root)), PARTIAL_EXPERIMENT if partial else EXPERIMENT)
     cb = s.logger("assess")
     for t in s.sweep.stages["assess"].trials:
         b, bench, fit = t.config.fidelity.backbone, t.config.benchmark, t.config.fit_on
