@@ -7,12 +7,11 @@ them has the per-generator asymmetry rows."""
 from __future__ import annotations
 
 import json
-import re
-import tempfile
-from pathlib import Path
 
 import pytest
 import yaml
+from test_records_logging import download as artifact
+from test_records_logging import image_steps as images
 
 from raygrid.run.options import RunOptions
 from raygrid.run.runner import execute
@@ -50,20 +49,6 @@ def sweep(tmp_path_factory):
                      RunOptions(output_dir=str(tmp / "out"), data_root=str(tmp / "data"), num_cpus=2))
     assert sum(s.failed for s in result.stages) == 0
     return result, tmp / "out" / "report"
-
-
-def images(client, run_id: str) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = {}
-    for f in client.list_artifacts(run_id, "images"):
-        m = re.match(r"(.+)\+step\+(\d+)\+timestamp\+\d+\+[0-9a-f-]+\.png$", Path(f.path).name)
-        if m:
-            out.setdefault(m[1].replace("~", "/"), []).append(int(m[2]))
-    return {k: sorted(v) for k, v in out.items()}
-
-
-def artifact(client, run_id: str, path: str) -> bytes:
-    with tempfile.TemporaryDirectory() as tmp:
-        return Path(client.download_artifacts(run_id, path, tmp)).read_bytes()
 
 
 def test_every_run_has_its_tables_record_and_images_after_a_sweep(sweep):

@@ -197,7 +197,7 @@ def test_bad_input_is_one_line_naming_it(store, data, tmp_path):
         V.viewer_data(store["uri"], store["experiment"], image_format="gif")
     with pytest.raises(V.ViewerError, match="no MLflow experiment named 'nope'"):
         V.viewer_data(store["uri"], "nope")
-    with pytest.raises(V.ViewerError, match=r"crops\[0\] has keys \['id'\], expected"):
+    with pytest.raises(V.ViewerError, match=r"crops\[0\] lacks \['image', 'kind', 'left', 'set', 'size', 'top'\]; expected keys"):
         V.parse_crops('{"crops": [{"id": "c00"}]}', "crops.json")
     with pytest.raises(V.ViewerError, match=r"crops\[0\].size = '48', expected int"):
         V.parse_crops(json.dumps({"crops": [{**store["crops"][0], "size": "48"}]}), "crops.json")

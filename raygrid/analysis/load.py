@@ -10,7 +10,7 @@ What is read (the MLflow contract, docs/analysis.md):
 - the trial runs (`mlflow.search_runs`): params, latest metrics, tags; the outcome tags
   `raygrid.outcome` (+ `_step`, `_reason`); a trial re-run by a later invocation keeps its latest
   successful run;
-- per compared trial: `scores/step_<step:08d>.parquet` at the compared step and `evaluators.json`;
+- per compared trial: `scores/step_<step:08d>.parquet` at the compared step and `evaluators.json` (the optimize tables join it by run);
   when a run has no table (an older run), its metrics at that step (latest values or history).
 
 The common step (docs/protocol.md): every stage is compared at one step S = report.step, or the
@@ -348,7 +348,7 @@ def _read_evaluators(uri: str, compared: pd.DataFrame) -> pd.DataFrame:
     for run_id, root in zip(compared["run_id"], compared["artifact_uri"]):
         try:
             records = json.loads(download_text(uri, run_id, EVALUATORS_FILE, root))
-        except Exception:  # noqa: BLE001, S112 — a run without a panel (assess, transfer) or an older run
+        except Exception:  # noqa: BLE001, S112 — an older run without a record
             continue
         for rec in records:
             rows.append({"run_id": run_id, **rec, "shares": tuple(rec.get("shares") or ())})

@@ -22,12 +22,10 @@ PNGs as logged. `image_format="png"` embeds the logged PNGs unchanged.
 from __future__ import annotations
 
 import base64
-import contextlib
 import html
 import io
 import json
 import math
-import os
 import re
 import tempfile
 import uuid
@@ -45,11 +43,9 @@ KEY_SR, KEY_HR, KEY_BICUBIC = "sr", "hr", "bicubic"
 HEALTH_PREFIX = "health/"
 TAG_OUTCOME_STEP = "raygrid.outcome_step"
 TAG_OUTCOME_REASON = "raygrid.outcome_reason"
-CROP_KEYS = {"id": str, "set": str, "image": str, "top": int, "left": int, "size": int, "kind": str}
 DEFAULT_ROWS = "fidelity.backbone"
 DEFAULT_COLS = ("adversarial.discriminator", "loss.adversarial_weight")
 FORMATS = ("webp", "png")
-_PROGRESS = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 # images/<key>+step+<n>+timestamp+<ms>+<uuid>.png; "%" is the delimiter of older MLflow versions
 _IMAGE_FILE = re.compile(r"^(?P<key>.+?)[+%]step[+%](?P<step>\d+)[+%]timestamp[+%](?P<ts>\d+)[+%][0-9a-fA-F-]+\.png$")
@@ -82,24 +78,13 @@ def logged_images(client, run_id: str) -> dict[str, dict[int, Image]]:
 
 
 def parse_crops(text: str, where: str) -> list[dict[str, Any]]:
-    """`{"crops": [{"id", "set", "image", "top", "left", "size", "kind"}, ...]}`, strictly."""
+    """The sweep's crops.json as dicts, read by the one strict reader (raygrid.judge.crops)."""
+    from raygrid.judge.crops import parse_crops as read_crops
+
     try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ViewerError(f"{where}: not JSON ({e.msg} at line {e.lineno})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("crops"), list) or not doc["crops"]:
-        raise ViewerError(f'{where}: expected {{"crops": [...]}} with at least one crop')
-    for n, crop in enumerate(doc["crops"]):
-        if not isinstance(crop, dict) or set(crop) != set(CROP_KEYS):
-            got = sorted(crop) if isinstance(crop, dict) else type(crop).__name__
-            raise ViewerError(f"{where}: crops[{n}] has keys {got}, expected {list(CROP_KEYS)}")
-        for key, typ in CROP_KEYS.items():
-            if not isinstance(crop[key], typ) or isinstance(crop[key], bool):
-                raise ViewerError(f"{where}: crops[{n}].{key} = {crop[key]!r}, expected {typ.__name__}")
-    ids = [c["id"] for c in doc["crops"]]
-    if len(set(ids)) != len(ids):
-        raise ViewerError(f"{where}: crop ids repeat: {ids}")
-    return doc["crops"]
+        return [c.to_dict() for c in read_crops(text, where)]
+    except ValueError as e:
+        raise ViewerError(str(e)) from None
 
 
 def level_label(value: Any) -> str:
@@ -146,19 +131,6 @@ class _Artifacts:
         dst = self.tmp / rid
         dst.mkdir(exist_ok=True)
         return Path(self.repos[rid].download_artifacts(path, str(dst)))
-
-
-@contextlib.contextmanager
-def _quiet_downloads():
-    old = os.environ.get(_PROGRESS)
-    os.environ[_PROGRESS] = "false"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(_PROGRESS, None)
-        else:
-            os.environ[_PROGRESS] = old
 
 
 def _pixels(path: Path) -> np.ndarray:
@@ -245,7 +217,9 @@ def viewer_data(tracking_uri: str, experiment: str, sweep_run_id: str | None = N
     sid = sweep.info.run_id
     notes: list[str] = []
     lossy = None if image_format == "png" else quality
-    with tempfile.TemporaryDirectory(prefix="raygrid-viewer-") as tmpdir, _quiet_downloads():
+    from raygrid.judge.source import quiet_downloads
+
+    with tempfile.TemporaryDirectory(prefix="raygrid-viewer-") as tmpdir, quiet_downloads():
         store = _Artifacts(tracking_uri, Path(tmpdir))
         where = f"run {sid} artifact {ARTIFACT_CROPS}"
         try:
