@@ -9,25 +9,17 @@ import json
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
+from test_tracking import FakeTrial  # the Tune trial the MLflow callback sees
 
 from raygrid.run import samples, tracking
 from raygrid.space import load_space
 from raygrid.spec import mlflow as names
 from raygrid.spec import records
 from raygrid.stages.loop import META_FILE, STATE_FILE, RunEnv
-
-
-@dataclass
-class FakeTrial:
-    trial_id: str
-    config: dict
-    status: str = "RUNNING"
-    error_file: str | None = None
 
 
 @pytest.fixture(scope="module")
