@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # The optimize step's models and config, imported in this one place.
 from raygrid import costs
-from raygrid.data.images import bicubic_downscale
+from raygrid.data.tensors import bicubic_downscale
 from raygrid.stages import loop
 from raygrid.stages.optimize.config import SRGanConfig
 from raygrid.stages.optimize.loop import train_steps
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     models = SRGanModels(cfg, device)
     batch = _batch(cfg, device, runtime)
     times = time_steps(models, batch, steps, warmup)
-    measured = time_steps(models, batch, max(1, steps // 4), 1, measure=True)
+    measured = time_steps(models, batch, max(1, steps // 4), min(warmup, 1), measure=True)
     median, mean = statistics.median(times), statistics.fmean(times)
     gflops = step_gflops(cfg)
     achieved = gflops / median / 1e3

@@ -69,7 +69,8 @@ def test_the_table_holds_each_scored_pair_and_the_intervals_resample_its_referen
     assert np.allclose(table.score, rows.loc[table.item, "score"], rtol=1e-6)
     assert set(table.split) == {"train", "test"} and table.lower_better.all()
     # pred is the measure's raw distance of that pair
-    from raygrid.data.images import read_rgb, resize_rgb, to_tensor
+    from raygrid.data.images import read_rgb, resize_rgb
+    from raygrid.data.tensors import to_tensor
 
     first = rows.loc[table.item.iloc[0]]
     dist, ref = (to_tensor(resize_rgb(read_rgb(p), (32, 32)))[None] for p in (first["dist"], first["ref"]))

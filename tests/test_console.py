@@ -12,6 +12,7 @@ from pathlib import Path
 
 from raygrid.run import console as console_mod
 from raygrid.run import failures, interrupt, tracking
+from raygrid.run import progress as progress_mod
 from raygrid.run.summary import StageSummary, SweepResult, format_summary
 from raygrid.space import load_space
 from raygrid.spec import mlflow as names
@@ -61,9 +62,9 @@ class Lines(console_mod.Console):
 
 def test_progress_line_counts_best_eta_and_each_failure_once(monkeypatch):
     clock = [1000.0]
-    monkeypatch.setattr(console_mod.time, "time", lambda: clock[0])
+    monkeypatch.setattr(progress_mod.time, "time", lambda: clock[0])
     out = Lines()
-    p = console_mod.StageProgress(out, "optimize", total=4, budget_steps=100, metric="val/psnr_y", mode="max")
+    p = progress_mod.StageProgress(out, "optimize", total=4, budget_steps=100, metric="val/psnr_y", mode="max")
     trials = [Trial("a"), Trial("b"), Trial("c", "PENDING"), Trial("d", "PENDING")]
     clock[0] += 10
     p.on_trial_result(0, trials, trials[0], {"step": 50, "val/psnr_y": 20.0})
@@ -85,9 +86,9 @@ def test_progress_line_counts_best_eta_and_each_failure_once(monkeypatch):
 
 def test_a_pipe_gets_a_line_per_change_at_most_every_interval(monkeypatch):
     clock = [0.0]
-    monkeypatch.setattr(console_mod.time, "time", lambda: clock[0])
+    monkeypatch.setattr(progress_mod.time, "time", lambda: clock[0])
     out = Lines()
-    p = console_mod.StageProgress(out, "assess", total=30, budget_steps=1, metric="abs_srcc", mode="max")
+    p = progress_mod.StageProgress(out, "assess", total=30, budget_steps=1, metric="abs_srcc", mode="max")
     trials = [Trial(str(i)) for i in range(30)]
     for i in range(30):  # 30 trials end within 60 s
         clock[0] += 2

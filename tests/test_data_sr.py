@@ -11,8 +11,9 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from raygrid import spec
-from raygrid.data.images import DatasetRootError, ImageDecodeError, bicubic_downscale, to_tensor
+from raygrid.data.images import DatasetRootError, ImageDecodeError
 from raygrid.data.sr import SRTestSet, SRTrainSet, resolve_sr_root
+from raygrid.data.tensors import bicubic_downscale, to_tensor
 
 
 def _png(path, h, w, seed):

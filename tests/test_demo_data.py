@@ -19,7 +19,8 @@ from raygrid.data.demo import (
     build_demo,
     pseudo_mos,
 )
-from raygrid.data.iqa import IQADataset, load_benchmark, resolve_benchmark_root
+from raygrid.data.iqa import load_benchmark, resolve_benchmark_root
+from raygrid.data.iqa.dataset import IQADataset
 from raygrid.data.sr import SRTestSet, SRTrainSet, resolve_sr_root
 
 
@@ -119,7 +120,7 @@ def _build(root, queue):
 
 
 def test_concurrent_builds_end_with_one_complete_tree(tmp_path):
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context("fork")  # two real processes racing; forked, they need not import torch again
     queue = ctx.Queue()
     procs = [ctx.Process(target=_build, args=(str(tmp_path), queue)) for _ in range(2)]
     for p in procs:

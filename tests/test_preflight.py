@@ -5,13 +5,12 @@ read, nothing decoded."""
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from test_sweep_cli import run_cli
 
 from raygrid.data.images import write_rgb
 from raygrid.run.preflight import check_datasets, check_services
@@ -121,12 +120,12 @@ def test_the_cli_stops_on_an_empty_benchmark_folder_before_ray(tmp_path):
     raw["stages"]["assess"]["axes"] = {"fidelity.backbone": ["vgg16_r"]}
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump(raw))
-    proc = subprocess.run([sys.executable, "-m", "raygrid.sweep", "--space", str(space), "--output-dir",
-                           str(tmp_path / "out"), "--no-report"], capture_output=True, text=True, timeout=120, cwd=REPO)
+    proc = run_cli("--space", str(space), "--output-dir", str(tmp_path / "out"), "--no-report")
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {space}: stages.assess") and "is empty" in lines[0]
     assert "Traceback" not in proc.stdout + proc.stderr
+    assert "IMPORTED []" in proc.stdout  # nothing heavy before the line: no torch, Ray, MLflow or timm
     assert not (tmp_path / "out" / "mlflow.db").exists() and not (tmp_path / "out" / "ray").exists()
 
 

@@ -114,7 +114,8 @@ def test_the_sweep_run_gets_crops_json_and_hr_bicubic_images_once(tmp_path):
     name = next(f.path for f in client.list_artifacts(run_id, "images")
                 if f.path.split("/")[-1].startswith(f"hr~{c['id']}+") and f.path.endswith(".png"))
     with tempfile.TemporaryDirectory() as tmp:
-        from raygrid.data.images import read_rgb, to_uint8
+        from raygrid.data.images import read_rgb
+        from raygrid.data.tensors import to_uint8
 
         logged = read_rgb(client.download_artifacts(run_id, name, tmp))
     _, hr = TestImages(root, 4).pair(c["set"], c["image"])

@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from raygrid.data.images import to_uint8
 from raygrid.data.sr import SRTestSet, resolve_sr_root
+from raygrid.data.tensors import to_uint8
 from raygrid.run import samples
 from raygrid.spec import records
 from raygrid.stages.loop import RunEnv

@@ -63,7 +63,9 @@ def test_help_documents_every_option():
             assert action.option_strings[0] in text
 
 
-def _dry_run(*args: str) -> subprocess.CompletedProcess:
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """`python -m raygrid.sweep ARGS` in a subprocess that prints, last, which of torch, Ray,
+    MLflow and timm it imported (`IMPORTED [...]` on stdout)."""
     code = ("import sys, runpy; sys.argv = ['raygrid.sweep', *sys.argv[1:]];"
             "rc = 0\n"
             "try:\n runpy.run_module('raygrid.sweep', run_name='__main__')\n"
@@ -74,7 +76,7 @@ def _dry_run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_dry_run_imports_no_torch_ray_or_mlflow():
-    proc = _dry_run("--space", "paper", "--dry-run")
+    proc = run_cli("--space", "paper", "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert "IMPORTED []" in proc.stdout
 
@@ -110,7 +112,7 @@ def test_misspelt_key_and_unknown_backbone_exit_nonzero_with_one_line(tmp_path):
     bad_key = tmp_path / "bad_key.yaml"
     bad_key.write_text(yaml.safe_dump(raw))
     for path, key in ((bad_name, "stages.optimize.axes.fidelity.backbone[1]"), (bad_key, "stages.optimize.budgett")):
-        proc = _dry_run("--space", str(path), "--dry-run")
+        proc = run_cli("--space", str(path), "--dry-run")
         assert proc.returncode == 2
         err = proc.stderr.strip()
         assert len(err.splitlines()) == 1, err

@@ -4,9 +4,11 @@ Submodules import torch; this package does not, so `import raygrid.data` stays c
 are resolved on first access:
 
   raygrid.data.sr       SRTrainSet, SRTestSet, resolve_sr_root
-  raygrid.data.iqa      load_benchmark, resolve_benchmark_root, IQADataset, READERS, errors
+  raygrid.data.iqa      load_benchmark, resolve_benchmark_root, READERS, errors (no torch);
+                        IQADataset in raygrid.data.iqa.dataset
   raygrid.data.demo     build_demo
-  raygrid.data.images   decoding helpers, ImageDecodeError, DatasetRootError
+  raygrid.data.images   image files: decoding, writing, ImageDecodeError, DatasetRootError (no torch)
+  raygrid.data.tensors  images as tensors, bicubic_downscale
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ _EXPORTS = {
     "resolve_sr_root": "sr",
     "load_benchmark": "iqa",
     "resolve_benchmark_root": "iqa",
-    "IQADataset": "iqa",
+    "IQADataset": "iqa.dataset",
     "READERS": "iqa",
     "BenchmarkFormatError": "iqa",
     "MissingImageError": "iqa",

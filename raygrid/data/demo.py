@@ -54,7 +54,8 @@ from PIL import Image, ImageEnhance
 from scipy.ndimage import gaussian_filter
 from scipy.stats import norm
 
-from raygrid.data.images import bicubic_downscale, to_tensor, to_uint8, write_rgb
+from raygrid.data.images import write_rgb
+from raygrid.data.tensors import bicubic_downscale, to_tensor, to_uint8
 from raygrid.io import local_root
 from raygrid.spec.datasets import BENCHMARKS, SR_SETS
 

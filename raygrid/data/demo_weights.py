@@ -128,7 +128,7 @@ def _training_images(folder: str) -> list[np.ndarray]:
 
 
 def _batch(images: list[np.ndarray], rng: np.random.Generator, crop: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from raygrid.data.images import to_tensor
+    from raygrid.data.tensors import to_tensor
 
     labels = rng.integers(0, len(images), size=n)
     crops = []

@@ -1,7 +1,7 @@
-"""Image decoding and resampling helpers shared by the SR and IQA readers.
-
-Everything here works on RGB images: `uint8` numpy arrays in HWC order on disk, and float32
-torch tensors in CHW order, values in [0, 1], once they enter a Dataset.
+"""Image files shared by the SR and IQA readers: listing, decoding, writing and resizing RGB
+images as `uint8` numpy arrays in HWC order, and the errors a reader raises. No torch here, so
+that checking a dataset (raygrid.run.preflight) does not wait for it; the tensor side is
+raygrid.data.tensors.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from raygrid.errors import PermanentError
@@ -83,43 +81,6 @@ def write_rgb(path: str | os.PathLike, array: np.ndarray, **save_kwargs) -> None
     """Write a uint8 HWC RGB array (PNG/JPEG/BMP by extension), creating parent folders."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(path, **save_kwargs)
-
-
-def to_tensor(array: np.ndarray) -> torch.Tensor:
-    """uint8 HWC -> float32 CHW in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).float().div_(255.0)
-
-
-def to_uint8(tensor: torch.Tensor) -> np.ndarray:
-    """float CHW in [0, 1] -> uint8 HWC, rounded as BasicSR's tensor2img does."""
-    arr = tensor.detach().float().clamp(0, 1).mul(255.0).round().byte().cpu().numpy()
-    return arr.transpose(1, 2, 0)
-
-
-def quantize(tensor: torch.Tensor) -> torch.Tensor:
-    """Round to the 8-bit grid, as if the image had been written to PNG and read back."""
-    return tensor.clamp(0, 1).mul(255.0).round().div(255.0)
-
-
-def bicubic_downscale(hr: torch.Tensor, scale: int, quantize_output: bool = True) -> torch.Tensor:
-    """Bicubic downscaling by an integer factor with antialiasing (CHW or NCHW float in [0, 1]).
-
-    torch's `antialias=True` bicubic widens the kernel by `scale`, as MATLAB's `imresize` does; it
-    is close to, but not bit-identical with, the MATLAB-made LR images published with the SR
-    benchmarks. The output is rounded to 8-bit levels by default so on-the-fly LR matches LR
-    read from PNG files.
-    """
-    batched = hr.dim() == 4
-    x = hr if batched else hr.unsqueeze(0)
-    h, w = x.shape[-2:]
-    if h % scale or w % scale:
-        raise ValueError(f"image size {h}x{w} is not a multiple of the scale {scale}")
-    lr = F.interpolate(
-        x, size=(h // scale, w // scale), mode="bicubic", align_corners=False, antialias=True
-    ).clamp_(0, 1)
-    if quantize_output:
-        lr = quantize(lr)
-    return lr if batched else lr.squeeze(0)
 
 
 def resize_rgb(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -45,13 +45,12 @@ from raygrid.data.images import (
     DatasetRootError,
     ImageDecodeError,
     ImageSizeError,
-    bicubic_downscale,
     list_images,
     read_rgb,
-    to_tensor,
 )
 from raygrid.data.sr_store import SRStore, find_store, open_store
 from raygrid.data.stream import PassOrder, sample_rng
+from raygrid.data.tensors import bicubic_downscale, to_tensor
 from raygrid.io import ensure_local, local_root
 from raygrid.io import is_s3 as is_s3_uri
 

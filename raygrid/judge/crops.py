@@ -184,7 +184,7 @@ def reference(images: TestImages, crop: Crop) -> tuple[np.ndarray, np.ndarray]:
     """(HR crop, bicubic upscaling of the LR crop) as H×W×3 uint8."""
     import torch.nn.functional as F
 
-    from raygrid.data.images import to_uint8
+    from raygrid.data.tensors import to_uint8
 
     lr, hr = images.pair(crop.set, crop.image)
     check_fits(crop, hr.shape)
@@ -215,7 +215,7 @@ def render(model, images: TestImages, crops: list[Crop]) -> dict[str, np.ndarray
     """SR of every crop (H×W×3 uint8), one torch thread (fastest for small inputs on shared cores)."""
     import torch
 
-    from raygrid.data.images import to_uint8
+    from raygrid.data.tensors import to_uint8
 
     s, m = images.scale, MARGIN
     out = {}

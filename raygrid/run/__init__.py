@@ -11,7 +11,8 @@
   failures    a failed trial described (the original error, file and line); what is retried
   interrupt   Ctrl-C / SIGTERM: the first stops the sweep cleanly, a second exits at once
   lock        one sweep per output folder
-  console     Ray's output into a log file; progress lines and the summary on the terminal
+  console     Ray's output into a log file; raygrid's lines and the summary on the terminal
+  progress    one stage's progress line (a Tune callback)
   reaper      the watchdog that kills what a local Ray instance leaves behind a dead sweep
 
 Importing the package imports none of them: Ray, MLflow and torch load when a sweep runs.

@@ -41,7 +41,7 @@ class Failure:
     kind: str  # "permanent" (never retried) or "crash" (retried up to max_failures)
     type: str  # the exception's class name
     message: str
-    where: str  # "raygrid/data/images.py:81 in read_rgb" (see module docstring); "" when unknown
+    where: str  # "raygrid/data/images.py:77 in read_rgb" (see module docstring); "" when unknown
     traceback: str = ""  # the original traceback text (the worker's, not Ray's wrapper)
 
     @property

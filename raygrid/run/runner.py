@@ -21,8 +21,8 @@ from pathlib import Path
 
 from raygrid import io
 from raygrid.errors import PermanentError
-from raygrid.run import interrupt, lineage, reaper, tracking
-from raygrid.run.console import Console, StageProgress
+from raygrid.run import interrupt, lineage, reaper
+from raygrid.run.console import Console
 from raygrid.run.lock import sweep_lock
 from raygrid.run.options import RunOptions
 from raygrid.run.preflight import check_services, preflight
@@ -129,20 +129,27 @@ def execute(sweep: Sweep, opts: RunOptions, console: Console | None = None) -> S
     if opts.s3_endpoint_url:
         os.environ.setdefault("RAYGRID_S3_ENDPOINT_URL", opts.s3_endpoint_url)
         os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", opts.s3_endpoint_url)
-    from raygrid.data.demo_weights import resolve_weights_dir
+
+    def weights_dir() -> str | None:
+        # --weights-dir wins; a space's `weights_dir: demo` is the demo's own pretrained files,
+        # built once the data checks passed (imported here: it needs torch, a bad space does not)
+        from raygrid.data.demo_weights import resolve_weights_dir
+
+        return resolve_weights_dir(opts.weights_dir, sweep.spec.weights_dir, data_root)
 
     with sweep_lock(out):
         check_services(tracking_uri, storage_uri, data_root, endpoint)
-        # --weights-dir wins; a space's `weights_dir: demo` is the demo's own pretrained files
-        # (built once the data checks passed)
-        weights_dir = preflight(sweep, data_root,
-                                lambda: resolve_weights_dir(opts.weights_dir, sweep.spec.weights_dir, data_root), endpoint)
-        return _run(sweep, opts, console, t_start, out, storage_uri, endpoint, tracking_uri, data_root, weights_dir)
+        return _run(sweep, opts, console, t_start, out, storage_uri, endpoint, tracking_uri, data_root,
+                    preflight(sweep, data_root, weights_dir, endpoint))
 
 
 def _run(sweep: Sweep, opts: RunOptions, console: Console, t_start: float, out: Path, storage_uri: str,
          endpoint: str | None, tracking_uri: str, data_root: str, weights_dir: str | None) -> SweepResult:
     from raygrid.cluster.capacity import autoscaler_log, discover
+
+    # tracking and progress subclass Ray Tune's callback: imported once the checks passed
+    from raygrid.run import tracking
+    from raygrid.run.progress import StageProgress
     from raygrid.run.tune_stage import (
         StageRun,
         StopOnNoNodes,
@@ -232,6 +239,7 @@ def _open_sweep_run(sweep: Sweep, opts: RunOptions, out: Path, tracking_uri: str
     """The sweep's experiment and this invocation's parent run (the last unfinished one with
     --resume); a new run gets the plan and the validated space as artifacts."""
     from raygrid.plan import make_plan, plan_to_json
+    from raygrid.run import tracking
 
     local_store = tracking_uri.startswith(("sqlite:", "file:")) or "://" not in tracking_uri
     artifact_root = opts.artifact_root or (str(out / "mlartifacts") if local_store else None)

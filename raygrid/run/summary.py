@@ -40,7 +40,7 @@ class SweepResult:
 
 def summarise(grid, stage: Stage, summary: StageSummary, progress=None, interrupted: bool = False,
               aborted: failures.Failure | None = None) -> None:
-    """Count the stage's trials. `progress` (console.StageProgress) knows how the trials of this
+    """Count the stage's trials. `progress` (progress.StageProgress) knows how the trials of this
     invocation ended; a trial neither finished nor failed when a signal stopped the fit was
     interrupted, and one the stage was stopped under (`aborted`: no node came up) failed."""
     sched = stage.spec.scheduler

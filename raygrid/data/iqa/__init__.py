@@ -1,5 +1,6 @@
 """IQA benchmarks: every benchmark's labels become one table (`load_benchmark`), read by the
-reader its record names (raygrid.spec.datasets), served by `IQADataset`.
+reader its record names (raygrid.spec.datasets), served by `IQADataset`
+(`raygrid.data.iqa.dataset`, not imported here: reading and checking labels needs no torch).
 
   table      load_benchmark, resolve_benchmark_root, splits, subset, check_images, item_ids
   readers    the original label formats (READERS, by label format)
@@ -8,7 +9,6 @@ reader its record names (raygrid.spec.datasets), served by `IQADataset`.
   dataset    IQADataset
 """
 
-from raygrid.data.iqa.dataset import IQADataset
 from raygrid.data.iqa.parsing import BenchmarkFormatError, MissingImageError
 from raygrid.data.iqa.readers import LIVE_FOLDERS, READERS
 from raygrid.data.iqa.table import (
@@ -22,6 +22,6 @@ from raygrid.data.iqa.table import (
 )
 
 __all__ = [
-    "LIVE_FOLDERS", "READERS", "BenchmarkFormatError", "IQADataset", "MissingImageError", "check_images",
+    "LIVE_FOLDERS", "READERS", "BenchmarkFormatError", "MissingImageError", "check_images",
     "item_ids", "load_benchmark", "open_benchmark", "resolve_benchmark_root", "split_groups", "subset",
 ]

@@ -10,7 +10,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from raygrid.data.images import DatasetRootError, ImageDecodeError, read_rgb, resize_rgb, to_tensor
+from raygrid.data.images import DatasetRootError, ImageDecodeError, read_rgb, resize_rgb
+from raygrid.data.tensors import to_tensor
 
 log = logging.getLogger(__name__)
 

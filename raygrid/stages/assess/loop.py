@@ -31,7 +31,7 @@ MAX_TEXTURE_CROP = 256
 
 
 def _loader(table, size: int | None, batch_size: int, workers: int):
-    from raygrid.data.iqa import IQADataset
+    from raygrid.data.iqa.dataset import IQADataset
 
     ds = IQADataset(table, sorted(set(table["split"])), size=size)  # every row of the subset
     return torch.utils.data.DataLoader(ds, batch_size=batch_size if size else 1, shuffle=False,
@@ -53,7 +53,8 @@ def texture_pairs(table, cfg: AssessConfig) -> list[tuple[torch.Tensor, torch.Te
     """Pairs of non-overlapping crops of each reference image of `table` (sorted by path), for
     DISTS's texture-resampling-invariance term; crop side `fit.texture_crop` (None: half the
     shorter side of the smallest reference, at most MAX_TEXTURE_CROP)."""
-    from raygrid.data.images import read_rgb, to_tensor
+    from raygrid.data.images import read_rgb
+    from raygrid.data.tensors import to_tensor
     from raygrid.nets.fidelity import texture_crop_pairs
 
     images = [to_tensor(read_rgb(p)) for p in sorted(set(table["ref"]))]

@@ -39,7 +39,7 @@ def png_bytes(tensor: torch.Tensor) -> bytes:
     """A 3xHxW image in [0, 1] as PNG (rounded to 8 bits as BasicSR's tensor2img does)."""
     from PIL import Image
 
-    from raygrid.data.images import to_uint8
+    from raygrid.data.tensors import to_uint8
 
     buf = io.BytesIO()
     Image.fromarray(to_uint8(tensor)).save(buf, format="PNG")

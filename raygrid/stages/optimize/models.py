@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from raygrid import io
-from raygrid.data.images import bicubic_downscale
+from raygrid.data.tensors import bicubic_downscale
 from raygrid.spec.discriminators import NO_DISCRIMINATOR
 from raygrid.stages import loop
 from raygrid.stages.optimize.config import SRGanConfig, resolve_trunk_trainable

@@ -41,7 +41,7 @@ def build_model(cfg: IQAFinetuneConfig, weights_dir: str | None) -> torch.nn.Mod
 
 
 def _dataset(table, split, size: int, seed: int, train: bool):
-    from raygrid.data.iqa import IQADataset
+    from raygrid.data.iqa.dataset import IQADataset
 
     return IQADataset(table, split, size=size, seed=seed, target="score_norm" if train else "score",
                       skip_unreadable=train)
