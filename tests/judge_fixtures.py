@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from mlflow_store import new_store
 
 from raygrid.run import tracking
 from raygrid.spec import mlflow as names
@@ -56,7 +57,7 @@ def build_store(root: Path, *, experiment: str = EXPERIMENT, images: bool = True
     """One experiment (a sweep) in the MLflow store root/mlflow.db; several experiments can share
     one store (creating a store's tables is the slow part)."""
     root.mkdir(parents=True, exist_ok=True)
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = new_store(root / "mlflow.db")
     exp_id = tracking.ensure_experiment(uri, experiment, str(root / "mlartifacts"))
     sweep_id, _ = tracking.start_sweep_run(uri, exp_id, experiment, str(root / "ray" / experiment), resume=False)
     client = names.client(uri)

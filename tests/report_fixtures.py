@@ -51,6 +51,8 @@ import types
 from pathlib import Path
 from typing import Any
 
+from mlflow_store import new_store
+
 R, V, RES, C = "vgg16_r", "vgg16", "resnet50", "convnext_tiny"
 BACKBONES = [R, V, RES, C]
 BENCHES = ["live", "csiq", "tid2013"]
@@ -521,7 +523,7 @@ def shared_store(tmp_path_factory, kind: str = "full") -> dict[str, Any]:
         if "root" not in _STORES:
             _STORES["root"] = {"path": _fast_dir(tmp_path_factory)}
         root = _STORES["root"]["path"]
-        uri = f"sqlite:///{root / 'mlflow.db'}"
+        uri = new_store(root / "mlflow.db")
         if kind == "generators":
             _STORES[kind] = build_generator_store(root / kind, uri)
         else:

@@ -10,6 +10,8 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlflow_store import sweep_store
+
 from raygrid.run import console as console_mod
 from raygrid.run import failures, interrupt, tracking
 from raygrid.run import progress as progress_mod
@@ -119,20 +121,13 @@ def test_the_summary_of_an_interrupted_sweep_says_how_to_resume():
 # ---------------------------------------------------------------------------------------------
 
 
-def store(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    exp = tracking.ensure_experiment(uri, "demo", str(tmp_path / "art"))
-    parent, _ = tracking.start_sweep_run(uri, exp, "demo", str(tmp_path / "ray"), resume=False)
-    return uri, exp, parent
-
-
 def trial_logger(uri, exp, parent, tmp_path):
     return tracking.TrialRunLogger(uri, exp, parent, "demo", "optimize", "val/psnr_y", "max", 60,
                                    str(tmp_path / "ray"), telemetry=False)
 
 
 def test_interrupted_trials_end_killed_and_reopen_on_resume(tmp_path, monkeypatch):
-    uri, exp, parent = store(tmp_path)
+    uri, exp, parent = sweep_store(tmp_path)
     spec = load_space("demo").stages["optimize"].trials
     trials = [Trial("t0", config={"spec": spec[0].to_json()}), Trial("t1", config={"spec": spec[1].to_json()})]
     log = trial_logger(uri, exp, parent, tmp_path)
@@ -167,7 +162,7 @@ def test_interrupted_trials_end_killed_and_reopen_on_resume(tmp_path, monkeypatc
 
 
 def test_a_permanent_failure_reported_by_the_driver_fails_the_run_with_the_file_and_line(tmp_path):
-    uri, exp, parent = store(tmp_path)
+    uri, exp, parent = sweep_store(tmp_path)
     spec = load_space("demo").stages["optimize"].trials[0]
     trial = Trial("t0", config={"spec": spec.to_json()})
     log = trial_logger(uri, exp, parent, tmp_path)

@@ -17,13 +17,13 @@ from raygrid.data.iqa import (
     LIVE_FOLDERS,
     READERS,
     BenchmarkFormatError,
-    IQADataset,
     MissingImageError,
     check_images,
     load_benchmark,
     resolve_benchmark_root,
     split_groups,
 )
+from raygrid.data.iqa.dataset import IQADataset
 from raygrid.spec.datasets import BENCHMARKS
 
 SIDE = 12

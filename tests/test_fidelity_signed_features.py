@@ -13,7 +13,7 @@ from skimage import data
 
 from raygrid import spec
 from raygrid.nets.backbones import create_backbone
-from raygrid.nets.fidelity import C1, create_fidelity
+from raygrid.nets.fidelity import C1, FidelityMeasure, create_fidelity
 
 BACKBONES = list(spec.BACKBONES)
 NON_NEGATIVE = ("vgg16_r", "vgg16", "resnet50")  # ReLU / L2-pooled maps
@@ -54,17 +54,19 @@ def _random_checkpoint(name: str, path_stem) -> str:
 
 
 @pytest.fixture(scope="module")
-def measures(tmp_path_factory):
-    """Every backbone once with random weights and once from a saved random init (the manifest's
-    `file:PATH` hook), built on first use."""
+def measures(backbone, tmp_path_factory):
+    """Every backbone once with random weights (the session's, as create_fidelity(name) builds
+    them) and once from a saved random init (the manifest's `file:PATH` hook), built on first use."""
     cache = {}
     folder = tmp_path_factory.mktemp("weights")
 
     def get(name: str, source: str):
         if (name, source) not in cache:
-            torch.manual_seed(0)
-            weights = "random" if source == "random" else f"file:{_random_checkpoint(name, folder / name)}"
-            cache[name, source] = create_fidelity(name, weights=weights).eval()
+            if source == "random":
+                cache[name, source] = FidelityMeasure(backbone(name))
+            else:
+                weights = f"file:{_random_checkpoint(name, folder / name)}"
+                cache[name, source] = create_fidelity(name, weights=weights).eval()
         return cache[name, source]
 
     return get

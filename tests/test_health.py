@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from mlflow_store import sweep_store
 
 from raygrid.nets.discriminators import GANLoss
 from raygrid.run.telemetry import TrialTelemetry
@@ -299,9 +300,7 @@ def test_the_mlflow_callback_tags_the_outcome_the_loop_reported(tmp_path, reques
     from raygrid.spec import mlflow as names
 
     reports, _ = request.getfixturevalue(f"{kind}_run")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    exp = tracking.ensure_experiment(uri, "demo", str(tmp_path / "art"))
-    parent, _ = tracking.start_sweep_run(uri, exp, "demo", str(tmp_path / "ray"), resume=False)
+    uri, exp, parent = sweep_store(tmp_path)
     logger = tracking.TrialRunLogger(uri, exp, parent, "demo", "optimize", "val/psnr_y", "max",
                                      60, str(tmp_path / "ray"), telemetry=False)
     trial = FakeTrial("t0", {"spec": load_space("demo").stages["optimize"].trials[1].to_json()})

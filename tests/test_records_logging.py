@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from mlflow_store import sweep_store
 from test_tracking import FakeTrial  # the Tune trial the MLflow callback sees
 
 from raygrid.run import samples, tracking
@@ -55,13 +56,6 @@ def write_checkpoint(folder: Path, step: int, metrics: dict, files: dict[str, by
     return str(folder)
 
 
-def store(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    exp = tracking.ensure_experiment(uri, "demo", str(tmp_path / "art"))
-    parent, _ = tracking.start_sweep_run(uri, exp, "demo", str(tmp_path / "ray"), resume=False)
-    return uri, exp, parent
-
-
 def image_steps(client, run_id: str) -> dict[str, list[int]]:
     """{key: steps} of the images MLflow stores for `log_image(key=..., step=...)`."""
     out: dict[str, list[int]] = {}
@@ -79,7 +73,7 @@ def download(client, run_id: str, path: str) -> bytes:
 
 def test_tables_images_and_record_are_logged_per_step_once_also_after_a_restore(tmp_path, evaluations):
     trial_spec, crops, evals = evaluations
-    uri, exp, parent = store(tmp_path)
+    uri, exp, parent = sweep_store(tmp_path)
     trial = FakeTrial("t0", {"spec": trial_spec.to_json()})
     paths = {s: write_checkpoint(tmp_path / "ray" / f"ckpt{s}", s, m, f) for s, (m, f) in evals.items()}
 
@@ -130,7 +124,7 @@ def test_records_are_read_from_s3_checkpoints(tmp_path, evaluations, s3_env):
     fs, _ = io.filesystem(f"s3://{bucket}", s3_env)
     pyarrow.fs.copy_files(local, f"{bucket}/ray/trial/checkpoint_000000", destination_filesystem=fs)
     shutil.rmtree(local)
-    uri, exp, parent = store(tmp_path)
+    uri, exp, parent = sweep_store(tmp_path)
     trial = FakeTrial("t0", {"spec": trial_spec.to_json()})
     log = tracking.TrialRunLogger(uri, exp, parent, "demo", "optimize", "val/psnr_y", "max", 60,
                                   f"s3://{bucket}/ray", endpoint_url=s3_env, telemetry=False)

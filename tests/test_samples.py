@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mlflow_store import sweep_store
 
 from raygrid.judge.crops import parse_crops
-from raygrid.run import samples, tracking
+from raygrid.run import samples
 from raygrid.spec import mlflow as names
 from raygrid.spec import records
 
@@ -96,9 +97,7 @@ def test_the_sweep_run_gets_crops_json_and_hr_bicubic_images_once(tmp_path):
 
     root = str(tmp_path / "data")
     build_demo(root)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    exp = tracking.ensure_experiment(uri, "demo", str(tmp_path / "art"))
-    run_id, _ = tracking.start_sweep_run(uri, exp, "demo", str(tmp_path / "ray"), resume=False)
+    uri, exp, run_id = sweep_store(tmp_path)
     client = names.client(uri)
     sweep = load_space("demo")
     crops = samples.sweep_samples(sweep, client, run_id, root)

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 
 import torch
+from mlflow_store import sweep_store
 
 from raygrid.run import tracking
 from raygrid.space import load_space
@@ -21,14 +22,6 @@ class FakeTrial:
     status: str = "RUNNING"
     error_file: str | None = None
     extra: dict = field(default_factory=dict)
-
-
-def setup_store(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    exp = tracking.ensure_experiment(uri, "demo", str(tmp_path / "art"))
-    parent, resumed = tracking.start_sweep_run(uri, exp, "demo", str(tmp_path / "ray"), resume=False)
-    assert not resumed
-    return uri, exp, parent
 
 
 def logger(uri, exp, parent, tmp_path, budget=120):
@@ -51,7 +44,7 @@ def checkpoint(tmp_path, name, step):
 
 
 def test_one_run_per_trial_with_params_tags_and_step_metrics(tmp_path):
-    uri, exp, parent = setup_store(tmp_path)
+    uri, exp, parent = sweep_store(tmp_path)
     log = logger(uri, exp, parent, tmp_path)
     trial = fake_trial()
     log.on_trial_start(0, [trial], trial)
@@ -82,7 +75,7 @@ def test_one_run_per_trial_with_params_tags_and_step_metrics(tmp_path):
 
 
 def test_a_restored_trial_continues_its_run_without_relogging_steps(tmp_path):
-    uri, exp, parent = setup_store(tmp_path)
+    uri, exp, parent = sweep_store(tmp_path)
     trial = fake_trial()
     first = logger(uri, exp, parent, tmp_path)
     first.on_trial_start(0, [trial], trial)
@@ -104,7 +97,7 @@ def test_a_retry_that_restarts_behind_the_logged_steps_still_records_where_it_st
     # The first attempt logged steps 2 and 4, but only step 2's checkpoint was registered when its
     # node went away: the retry restarts at 2 and re-reports step 4. Its values are not logged
     # twice, but its start step is, so the run's history shows the restart.
-    uri, exp, parent = setup_store(tmp_path)
+    uri, exp, parent = sweep_store(tmp_path)
     log = logger(uri, exp, parent, tmp_path)
     trial = fake_trial()
     log.on_trial_start(0, [trial], trial)
@@ -120,7 +113,7 @@ def test_a_retry_that_restarts_behind_the_logged_steps_still_records_where_it_st
 
 
 def test_failed_trial_is_tagged_with_its_error(tmp_path):
-    uri, exp, parent = setup_store(tmp_path)
+    uri, exp, parent = sweep_store(tmp_path)
     log = logger(uri, exp, parent, tmp_path)
     err = tmp_path / "error.txt"
     err.write_text("TrainingDiverged: non-finite loss at step 7: loss/g_total=nan")
@@ -134,7 +127,7 @@ def test_failed_trial_is_tagged_with_its_error(tmp_path):
 
 
 def test_resume_reuses_the_sweep_run_of_the_same_storage(tmp_path):
-    uri, exp, parent = setup_store(tmp_path)
+    uri, exp, parent = sweep_store(tmp_path)
     again, resumed = tracking.start_sweep_run(uri, exp, "demo", str(tmp_path / "ray"), resume=True)
     assert resumed and again == parent
     other, resumed = tracking.start_sweep_run(uri, exp, "demo", str(tmp_path / "elsewhere"), resume=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mlflow_store import new_store
 from PIL import Image
 
 from raygrid.analysis import viewer as V
@@ -42,7 +43,7 @@ def build_store(root: Path, crop_size: int = 48, n_crops: int = 2, experiment: s
     """A sqlite store with the demo's optimize slice; returns uri, experiment, sweep run id, run ids."""
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = new_store(root / "mlflow.db")
     client = MlflowClient(uri)
     exp = client.create_experiment(experiment, artifact_location=(root / "artifacts").as_uri())
     sweep = client.create_run(exp, run_name="sweep", tags={names.TAG_KIND: names.KIND_SWEEP}).info.run_id

@@ -49,7 +49,7 @@ class Benchmark:
 
 def prepare_iqa(iqa: pd.DataFrame, backbones: list[str], notes: list[str]) -> list[Benchmark]:
     df = iqa[iqa["backbone"].isin(backbones)]
-    have = df.groupby("benchmark")["backbone"].agg(set)
+    have = df.groupby("benchmark")["backbone"].unique().map(set)  # unique first: no per-row Python objects
     kept = [b for b in sorted(have.index) if have[b] >= set(backbones)]
     if dropped := sorted(set(have.index) - set(kept)):
         notes.append(f"IQA benchmarks left out (not every backbone has them): {', '.join(dropped)}.")

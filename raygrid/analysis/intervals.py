@@ -270,8 +270,8 @@ def asymmetry_interval(
     duplicates(opt, ["backbone", *cell_columns, "seed", "evaluator", "test_set", "image"], "optimization")
 
     notes: list[str] = []
-    have_iqa = set(iqa.loc[np.isfinite(iqa["pred"].astype(float)), "backbone"])
-    have_opt = set(opt.loc[np.isfinite(opt["value"].astype(float)), "backbone"])
+    have_iqa = set(iqa.loc[np.isfinite(iqa["pred"].astype(float)), "backbone"].unique())
+    have_opt = set(opt.loc[np.isfinite(opt["value"].astype(float)), "backbone"].unique())
     missing = {b: ("no IQA result" if b not in have_iqa else "no optimization result")
                for b in sorted(have_iqa ^ have_opt)}
     backbones = sorted(have_iqa & have_opt)
