@@ -6,6 +6,7 @@ submitting the same command with `--resume`."""
 from __future__ import annotations
 
 import subprocess
+import time
 
 import pytest
 import ray_procs as rp
@@ -13,8 +14,20 @@ import ray_procs as rp
 pytestmark = pytest.mark.slow  # starts Ray
 
 
+NO_AGENT = "No available agent to submit job"  # the head's job agent has not registered yet
+
+
 def job(env, *args, timeout=900) -> subprocess.CompletedProcess:
-    return subprocess.run(["ray", "job", *args], capture_output=True, text=True, env=env, cwd=rp.REPO, timeout=timeout)
+    """`ray job ARGS`. A submission that a head just started refuses with "No available agent to
+    submit job, please try again later" is tried again (for up to a minute), as the message asks:
+    the submission was not created, so its id is still free."""
+    deadline = time.time() + 60
+    while True:
+        proc = subprocess.run(["ray", "job", *args], capture_output=True, text=True, env=env, cwd=rp.REPO,
+                              timeout=timeout)
+        if args[0] != "submit" or NO_AGENT not in proc.stderr or time.time() > deadline:
+            return proc
+        time.sleep(2)
 
 
 def test_job_submit_then_job_stop_ends_runs_killed_and_resume_finishes(tmp_path, tmp_path_factory):
