@@ -5,7 +5,14 @@ import pytest
 from scipy import stats
 from scipy.optimize import curve_fit
 
-from raygrid.metrics.correlation import correlations, krcc, plcc, plcc_logistic, srcc
+from raygrid.metrics.correlation import (
+    ClusterRanks,
+    correlations,
+    krcc,
+    plcc,
+    plcc_logistic,
+    srcc,
+)
 
 
 def _data(n=60, seed=0, ties=False):
@@ -101,6 +108,23 @@ def test_clustered_bootstrap_equals_scipy_with_the_textbook_statistic(measure):
     assert res["resampled"] == "reference images" and res["ci_method"] == "BCa" and res["n_clusters"] == 12
     assert res[f"{measure}_lo"] == pytest.approx(want.confidence_interval.low, abs=tol)
     assert res[f"{measure}_hi"] == pytest.approx(want.confidence_interval.high, abs=tol)
+
+
+@pytest.mark.parametrize("n_clusters", [12, 300])  # the product with a table; the cumulative sum
+def test_cluster_ranks_are_rankdata_of_the_expanded_sample(n_clusters):
+    rng = np.random.default_rng(n_clusters)
+    g = rng.integers(0, n_clusters, 4 * n_clusters)
+    v = np.round(rng.normal(size=g.size), 1)  # ties within and across clusters
+    counts = rng.multinomial(n_clusters, np.ones(n_clusters) / n_clusters, size=5)
+    counts[0] = 0
+    counts[0, :2] = (3, 2)  # most clusters not drawn
+    got = ClusterRanks(v, g, n_clusters)(counts.astype(float))
+    for row, c in zip(got, counts):
+        reps = c[g]
+        ranks = stats.rankdata(np.repeat(v, reps))  # the expanded sample's average ranks
+        want = np.repeat(np.arange(v.size), reps)
+        kept = reps > 0
+        assert np.array_equal(row[kept], [ranks[want == i][0] for i in np.flatnonzero(kept)])
 
 
 def test_pair_level_bootstrap_equals_scipy_percentile_over_pairs():

@@ -70,7 +70,7 @@ from raygrid.analysis.evidence import (
     prepare_iqa,
     prepare_opt,
 )
-from raygrid.metrics.correlation import WeightedRanks, cluster_weights, weighted_pearson
+from raygrid.metrics.correlation import ClusterRanks, cluster_weights, weighted_pearson
 
 IQA_COLUMNS = ("backbone", "benchmark", "item", "ref_id", "pred", "lower_better", "score")
 OPT_COLUMNS = ("backbone", "seed", "evaluator", "test_set", "image", "value", "higher_better")
@@ -155,8 +155,8 @@ class _Statistic:
     def __init__(self, benches: list[Benchmark], opt: Evidence, iqa_metric: str):
         self.benches, self.opt, self.metric = benches, opt, iqa_metric
         self.k = opt.keep.shape[1]
-        self.rank_y = [WeightedRanks(b.y) for b in benches]
-        self.rank_x = [[WeightedRanks(x) for x in b.x] for b in benches]
+        self.rank_y = [ClusterRanks(b.y, b.ref, b.n_refs) for b in benches]
+        self.rank_x = [[ClusterRanks(x, b.ref, b.n_refs) for x in b.x] for b in benches]
         self.factors = [_Factor("evaluator", len(opt.evaluators)), _Factor("seed", len(opt.seeds))]
         self.factors += [_Factor("image", s.v.shape[-1], i) for i, s in enumerate(opt.sets)]
         self.factors += [_Factor("reference", b.n_refs, i) for i, b in enumerate(benches)]
@@ -175,10 +175,11 @@ class _Statistic:
         b, w = self.weights(idx)
         iqa = np.zeros((b, self.k))
         for j, bench in enumerate(self.benches):
-            rows = w["reference", j][:, bench.ref]
-            ry = self.rank_y[j](rows) if self.metric == "srcc" else bench.y
+            refs = w["reference", j]  # B x references: how often each was drawn
+            rows = refs[:, bench.ref]
+            ry = self.rank_y[j](refs) if self.metric == "srcc" else bench.y
             for k in range(self.k):
-                rx = self.rank_x[j][k](rows) if self.metric == "srcc" else bench.x[k]
+                rx = self.rank_x[j][k](refs) if self.metric == "srcc" else bench.x[k]
                 iqa[:, k] += weighted_pearson(rx, ry, rows)
         iqa /= len(self.benches)
 

@@ -134,25 +134,45 @@ def weighted_pearson(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> np.ndarray:
         return np.where((va > 0) & (vb > 0), cov / np.sqrt(va * vb), np.nan)
 
 
-class WeightedRanks:
-    """Average ranks of a fixed vector under many weightings, vectorised.
+TABLE_MAX_CLUSTERS = 128  # above this a matrix product costs more per resample than a cumulative sum
 
-    For integer weights w (row i repeated w_i times), `__call__(w)` returns each row's average rank
-    in the expanded sample: what scipy.stats.rankdata gives there. The sort and the tie groups are
-    computed once; a weighting then costs one cumulative sum.
+
+class ClusterRanks:
+    """Average ranks of a fixed vector under many resamples of its clusters, vectorised.
+
+    Row i belongs to cluster g_i; a resample that draws cluster c `counts[c]` times holds row i
+    `counts[g_i]` times. `__call__(counts)` returns each row's average rank in that expanded
+    sample, S_i + (T_i + 1) / 2 (what scipy.stats.rankdata gives there), S_i the number of rows
+    below v_i and T_i the number equal to it. Exact either way (sums of integers and halves):
+    - up to TABLE_MAX_CLUSTERS clusters (references of an FR benchmark), S and T are linear in the
+      counts: with table[c, i] = #{j in c: v_j < v_i} + #{j in c: v_j = v_i} / 2, built once by a
+      sort per cluster, a batch of resamples is one matrix product, `counts @ table + 1/2`;
+    - with more (every pair its own cluster, an NR benchmark's images) the rows are sorted and tie
+      groups found once; a resample then costs one cumulative sum of its row weights.
     """
 
-    def __init__(self, v: np.ndarray):
+    def __init__(self, v: np.ndarray, cluster_of_row: np.ndarray, n_clusters: int):
+        self.g = cluster_of_row
+        self.table = None
+        if n_clusters <= TABLE_MAX_CLUSTERS:
+            self.table = np.zeros((n_clusters, v.size))
+            for c in range(n_clusters):
+                members = np.sort(v[cluster_of_row == c])
+                below = np.searchsorted(members, v, side="left")
+                self.table[c] = below + (np.searchsorted(members, v, side="right") - below) / 2
+            return
         self.order = np.argsort(v, kind="stable")
         sv = v[self.order]
         new_group = np.r_[True, sv[1:] != sv[:-1]]
-        group_of_sorted = np.cumsum(new_group) - 1
         self.ends = np.r_[np.flatnonzero(new_group)[1:] - 1, v.size - 1]  # last sorted position per group
         self.group = np.empty(v.size, dtype=np.intp)
-        self.group[self.order] = group_of_sorted
+        self.group[self.order] = np.cumsum(new_group) - 1
 
-    def __call__(self, w: np.ndarray) -> np.ndarray:
-        c = np.cumsum(w[:, self.order], axis=1, dtype=np.float64)
+    def __call__(self, counts: np.ndarray) -> np.ndarray:
+        """(B x n_clusters) draw counts -> (B x n) average ranks of the rows."""
+        if self.table is not None:
+            return counts @ self.table + 0.5
+        c = np.cumsum(counts[:, self.g][:, self.order], axis=1, dtype=np.float64)
         c_end = c[:, self.ends]
         c_before = np.concatenate([np.zeros((c.shape[0], 1)), c_end[:, :-1]], axis=1)
         # a tie group holding total weight T after S rows occupies ranks S+1..S+T: average S + (T+1)/2
@@ -177,7 +197,8 @@ class _ClusterStatistic:
                  measures: Sequence[str]):
         self.x, self.y, self.g, self.n_clusters = x, y, cluster_of_row, n_clusters
         self.measures = list(measures)
-        self.rank_x, self.rank_y = WeightedRanks(x), WeightedRanks(y)
+        self.rank_x = ClusterRanks(x, cluster_of_row, n_clusters)
+        self.rank_y = ClusterRanks(y, cluster_of_row, n_clusters)
         self.p_full = None
         if "plcc_logistic" in self.measures:
             try:  # warm-start every resample's fit at the full-sample solution: a few steps each
@@ -189,11 +210,12 @@ class _ClusterStatistic:
         idx = np.moveaxis(np.asarray(idx), axis, -1).astype(np.intp)
         lead = idx.shape[:-1]
         counts = cluster_weights(idx.reshape(-1, idx.shape[-1]), self.n_clusters)
-        w = counts[:, self.g].astype(np.float64)  # B x n row weights
+        drawn = counts.astype(np.float64)
+        w = drawn[:, self.g]  # B x n row weights
         out = np.full((len(self.measures), w.shape[0]), np.nan)
         for k, m in enumerate(self.measures):
             if m == "srcc":
-                out[k] = weighted_pearson(self.rank_x(w), self.rank_y(w), w)
+                out[k] = weighted_pearson(self.rank_x(drawn), self.rank_y(drawn), w)
             elif m == "plcc":
                 out[k] = weighted_pearson(self.x, self.y, w)
             else:
