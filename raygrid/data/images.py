@@ -1,7 +1,7 @@
 """Image files shared by the SR and IQA readers: listing, decoding, writing and resizing RGB
 images as `uint8` numpy arrays in HWC order, and the errors a reader raises. No torch here, so
-that checking a dataset (raygrid.run.preflight) does not wait for it; the tensor side is
-raygrid.data.tensors.
+that checking a space and its IQA benchmarks' labels (raygrid.run.preflight) does not wait for
+it; the tensor side is raygrid.data.tensors.
 """
 
 from __future__ import annotations

@@ -134,7 +134,10 @@ def weighted_pearson(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> np.ndarray:
         return np.where((va > 0) & (vb > 0), cov / np.sqrt(va * vb), np.nan)
 
 
-TABLE_MAX_CLUSTERS = 128  # above this a matrix product costs more per resample than a cumulative sum
+# Up to here the table's matrix product is the faster path; its cost grows with the clusters, the
+# cumulative sum's does not (one core, 500 resamples: 38 vs 98 ms at 128 clusters, 169 vs 189 ms
+# at 256, 216 vs 123 ms at 512).
+TABLE_MAX_CLUSTERS = 128
 
 
 class ClusterRanks:
@@ -172,7 +175,7 @@ class ClusterRanks:
         """(B x n_clusters) draw counts -> (B x n) average ranks of the rows."""
         if self.table is not None:
             return counts @ self.table + 0.5
-        c = np.cumsum(counts[:, self.g][:, self.order], axis=1, dtype=np.float64)
+        c = np.cumsum(counts[:, self.g[self.order]], axis=1, dtype=np.float64)  # row weights, sorted
         c_end = c[:, self.ends]
         c_before = np.concatenate([np.zeros((c.shape[0], 1)), c_end[:, :-1]], axis=1)
         # a tie group holding total weight T after S rows occupies ranks S+1..S+T: average S + (T+1)/2

@@ -5,8 +5,8 @@ descriptors 1 and 2, so Ray's worker output forwarded to the driver, Tune's stat
 C++ core worker's messages, library warnings — go to `<output dir>/logs/sweep-<time>.log`, and
 raygrid writes to the terminal through a copy of the original descriptors: the sweep's own
 lines (`say`), one live progress line per stage (`live`, drawn by raygrid.run.progress), each
-failed trial's message once, and the summary. `-v` (verbose) leaves the descriptors alone: Ray's and Tune's output
-come back, and raygrid's lines are printed among them.
+failed trial's message once, and the summary. `-v` (verbose) leaves the descriptors alone: Ray's
+and Tune's output come back, and raygrid's lines are printed among them.
 """
 
 from __future__ import annotations

@@ -12,18 +12,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ray.tune import Callback
+
 from raygrid.run import failures
 from raygrid.run.console import Console
 
 NON_TTY_INTERVAL_S = 30.0
 HEARTBEAT_S = 300.0
 TTY_INTERVAL_S = 1.0
-
-
-def _callback_base():
-    from ray.tune import Callback
-
-    return Callback
 
 
 def _minutes(seconds: float) -> str:
@@ -34,7 +30,7 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-class StageProgress(_callback_base()):
+class StageProgress(Callback):
     """One stage's progress line: trials done / running / stopped / failed of the total, the
     best value of the stage metric so far, elapsed time and an ETA from the trials' own
     throughput (steps per second of wall time, over the steps left). It also prints each failed
